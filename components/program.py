@@ -1,0 +1,74 @@
+"""The Pulumi program: a stack file's components, brokers first, and their exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+from pulumi.runtime.config import get_config, is_config_secret
+
+from .broker import Broker
+from .spec import StackSpec, load_stack_spec, stack_file
+from .task_server import TaskServer
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STACKS_DIR = PROJECT_ROOT / "stacks"
+
+
+def password_config_key(broker_name: str) -> str:
+    """`pulumi config set --secret <broker>-password ...` sets a broker's password."""
+    return f"{broker_name}-password"
+
+
+def run(stacks_dir: Path = STACKS_DIR) -> dict[str, Broker | TaskServer]:
+    """The whole program: read and validate this stack's file, then register its components."""
+    return deploy(load_current_stack(stacks_dir))
+
+
+def load_current_stack(stacks_dir: Path = STACKS_DIR) -> StackSpec:
+    path = stack_file(stacks_dir, pulumi.get_stack())
+    try:
+        display = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        display = str(path)
+    return load_stack_spec(path, display)
+
+
+class PlaintextPasswordError(Exception):
+    """A broker password set in stack config without `--secret`."""
+
+
+def _configured_password(config: pulumi.Config, broker_name: str) -> pulumi.Output[str] | None:
+    key = password_config_key(broker_name)
+    full_key = config.full_key(key)
+    if get_config(full_key) is None:
+        return None
+    if not is_config_secret(full_key):
+        raise PlaintextPasswordError(
+            f"stack config {full_key} holds broker {broker_name!r}'s password in plaintext. "
+            f"Fix: pulumi config rm {key} && pulumi config set --secret {key} <password>"
+        )
+    return config.require_secret(key)
+
+
+def deploy(spec: StackSpec) -> dict[str, Broker | TaskServer]:
+    """Register every component of `spec`; brokers first, each task server behind its broker."""
+    config = pulumi.Config()
+    components: dict[str, Broker | TaskServer] = {}
+    brokers: dict[str, Broker] = {}
+    # Every password is checked before anything is registered: nothing half-applied.
+    passwords = {b.name: _configured_password(config, b.name) for b in spec.brokers}
+    for broker_spec in spec.brokers:
+        password = passwords[broker_spec.name]
+        broker = Broker(broker_spec, password=password)
+        brokers[broker_spec.name] = components[broker_spec.name] = broker
+        pulumi.export(f"{broker_spec.name}_host", broker.host)
+        pulumi.export(f"{broker_spec.name}_port", broker.port)
+        pulumi.export(f"{broker_spec.name}_secret_name", broker.secret_name)
+    for server_spec in spec.task_servers:
+        server = TaskServer(server_spec, brokers[server_spec.broker_resource_name])
+        components[server_spec.name] = server
+        pulumi.export(f"{server_spec.name}_deployment_name", server.deployment_name)
+        pulumi.export(f"{server_spec.name}_replicas", server.replicas)
+        pulumi.export(f"{server_spec.name}_concurrency", server.concurrency)
+    return components

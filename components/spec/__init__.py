@@ -1,0 +1,23 @@
+"""Stack files, validated: YAML in, a StackSpec (or one SpecError naming every problem) out."""
+
+from .broker import BrokerSpec, BrokerStorage
+from .common import ComputeResources
+from .load import load_stack_spec, parse_stack_spec, stack_file
+from .names import kubernetes_name
+from .problems import Problem, SpecError
+from .stack import StackSpec
+from .task_server import TaskServerSpec
+
+__all__ = [
+    "BrokerSpec",
+    "BrokerStorage",
+    "ComputeResources",
+    "Problem",
+    "SpecError",
+    "StackSpec",
+    "TaskServerSpec",
+    "kubernetes_name",
+    "load_stack_spec",
+    "parse_stack_spec",
+    "stack_file",
+]

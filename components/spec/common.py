@@ -1,0 +1,96 @@
+"""Field types shared by the broker and task server specs."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
+
+from .names import kubernetes_name_problem
+
+# Kubernetes caps replica counts at int32.
+MAX_REPLICAS = 2_147_483_647
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def invalid(reason: str, fix: str) -> PydanticCustomError:
+    """A validation error that carries its own fix, for the stack file's error report."""
+    return PydanticCustomError("gru_invalid", "{reason}", {"reason": reason, "fix": fix})
+
+
+def _quantity(value: str) -> str:
+    if not _QUANTITY.match(value):
+        raise invalid(
+            f"{value!r} is not a Kubernetes quantity",
+            "write it like '500m' or '2' for CPU, '256Mi' or '8Gi' for memory and storage",
+        )
+    return value
+
+
+def _image(value: str) -> str:
+    if not _IMAGE.match(value):
+        raise invalid(
+            f"{value!r} is not a container image reference",
+            "write it like 'registry.example.com/team/image:1.2.3'",
+        )
+    if "@" not in value and ":" not in value.rsplit("/", 1)[-1]:
+        raise invalid(
+            f"image {value!r} has no tag, which means ':latest' and changes under you",
+            f"pin a version, like '{value}:1.2.3', or a digest",
+        )
+    if value.endswith(":latest"):
+        raise invalid(f"image {value!r} uses ':latest'", "pin a version tag or a digest")
+    return value
+
+
+def _namespace(value: str) -> str:
+    if len(value) > 63 or not _NAMESPACE.match(value):
+        raise invalid(
+            f"{value!r} is not a Kubernetes namespace name",
+            "use lowercase letters, digits and '-', at most 63 characters",
+        )
+    return value
+
+
+def _component_name(value: str) -> str:
+    problem = kubernetes_name_problem(value)
+    if problem is not None:
+        raise invalid(
+            f"name {value!r} {problem}",
+            "use lowercase letters, digits, '-' or '_', starting with a letter, "
+            "like 'redis' or 'task_server'",
+        )
+    return value
+
+
+Quantity = Annotated[StrictStr, AfterValidator(_quantity)]
+Image = Annotated[StrictStr, AfterValidator(_image)]
+Namespace = Annotated[StrictStr, AfterValidator(_namespace)]
+ComponentName = Annotated[StrictStr, AfterValidator(_component_name)]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors and values are never coerced (`"4"` is not 4, `true` is not 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ComputeResources(StrictModel):
+    """Requests and limits for one container, as Kubernetes spells them."""
+
+    cpu_request: Quantity
+    memory_request: Quantity
+    cpu_limit: Quantity
+    memory_limit: Quantity
+
+    def to_manifest(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }

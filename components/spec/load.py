@@ -1,0 +1,229 @@
+"""Stack file -> StackSpec, or one SpecError listing every problem with its line and fix."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .broker import SUPPORTED_BROKER_TYPES, BrokerSpec, BrokerStorage
+from .common import ComputeResources
+from .names import kubernetes_name
+from .problems import Path, Problem, SpecError
+from .stack import StackSpec
+from .task_server import SUPPORTED_TASK_SERVER_TYPES, TaskServerSpec
+from .yaml_source import YamlDocument, YamlSourceError, parse_yaml, read_yaml
+
+SECTIONS: dict[str, type[BaseModel]] = {"broker": BrokerSpec, "task_server": TaskServerSpec}
+SUPPORTED_TYPES = {"broker": SUPPORTED_BROKER_TYPES, "task_server": SUPPORTED_TASK_SERVER_TYPES}
+# Models reachable under a field name, to suggest the right key for a typo anywhere.
+NESTED_MODELS: dict[str, type[BaseModel]] = {"storage": BrokerStorage, "resources": ComputeResources}
+EXAMPLES = {
+    "type": {"broker": "redis", "task_server": "celery"},
+    "name": {"broker": "redis", "task_server": "task_server"},
+    "broker_resource_name": {"task_server": "redis"},
+}
+
+
+def stack_file(stacks_dir: FsPath, stack: str) -> FsPath:
+    return stacks_dir / f"{stack}.yaml"
+
+
+def load_stack_spec(path: FsPath, display_name: str | None = None) -> StackSpec:
+    display = display_name or str(path)
+    hint = (
+        f"create {display} declaring this cluster's components "
+        "(copy stacks/dev.yaml for a start)"
+    )
+    try:
+        document = read_yaml(path, hint)
+    except YamlSourceError as exc:
+        raise SpecError(display, [exc.problem]) from None
+    return _validate(document, display)
+
+
+def parse_stack_spec(raw: bytes, display_name: str) -> StackSpec:
+    """Validate stack-file bytes that did not come from disk (tests, `gru component setup`)."""
+    try:
+        document = parse_yaml(raw)
+    except YamlSourceError as exc:
+        raise SpecError(display_name, [exc.problem]) from None
+    return _validate(document, display_name)
+
+
+def _validate(document: YamlDocument, display: str) -> StackSpec:
+    problems: list[Problem] = []
+
+    def add(path: Path, message: str, fix: str) -> None:
+        problems.append(Problem(path, message, fix, document.line_of(path)))
+
+    data = document.data
+    if not isinstance(data, dict):
+        add((), f"the top level is {_describe(data)}, not a mapping",
+            "start the file with `broker:` and `task_server:` blocks, as in stacks/dev.yaml")
+        raise SpecError(display, problems)
+
+    for key in data:
+        if key not in SECTIONS:
+            add((str(key),), f"unknown section {key!r}",
+                _did_you_mean(str(key), list(SECTIONS), "the sections are `broker` and `task_server`"))
+    if not any(key in data for key in SECTIONS) and not problems:
+        add((), "the file declares no `broker` and no `task_server`",
+            "declare at least a `broker:` block, as in stacks/dev.yaml")
+
+    validated: dict[str, list[tuple[Path, Any]]] = {"broker": [], "task_server": []}
+    for section, model in SECTIONS.items():
+        if section not in data:
+            continue
+        for path, item in _entries(section, data[section], add):
+            try:
+                validated[section].append((path, model.model_validate(item)))
+            except ValidationError as exc:
+                for error in exc.errors(include_url=False):
+                    _add_pydantic_error(section, path, error, add)
+
+    brokers: list[tuple[Path, BrokerSpec]] = validated["broker"]
+    servers: list[tuple[Path, TaskServerSpec]] = validated["task_server"]
+    _check_names(brokers, servers, add)
+    # Names of brokers that failed validation still count, so their task servers are not
+    # also told that their broker does not exist.
+    declared = {b.get("name") for _, b in _entries("broker", data.get("broker"), lambda *a: None)}
+    resolved_servers = _check_broker_references(brokers, servers, declared, add)
+
+    if problems:
+        raise SpecError(display, problems)
+    return StackSpec(display, tuple(b for _, b in brokers), tuple(resolved_servers))
+
+
+def _entries(section: str, value: Any, add: Any) -> list[tuple[Path, Any]]:
+    """A section holds one mapping or a list of them; anything else is reported."""
+    example = "`type:` and `name:`"
+    if isinstance(value, dict):
+        return [((section,), value)]
+    if isinstance(value, list):
+        entries: list[tuple[Path, Any]] = []
+        if not value:
+            add((section,), "is an empty list", f"list at least one {section} or remove the key")
+        for index, item in enumerate(value):
+            if isinstance(item, dict):
+                entries.append(((section, index), item))
+            else:
+                add((section, index), f"is {_describe(item)}, not a mapping",
+                    f"write each {section} as a mapping with {example} under it")
+        return entries
+    add((section,), f"is {_describe(value)}, not a mapping",
+        f"write {section} as a mapping (or a list of mappings) with {example} indented under it")
+    return []
+
+
+def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
+    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part[:1].isupper()))
+    path: Path = base + loc
+    field = str(loc[-1]) if loc else section
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    got = error.get("input")
+
+    if kind == "extra_forbidden":
+        model = NESTED_MODELS.get(str(loc[-2])) if len(loc) >= 2 else SECTIONS[section]
+        model = model or SECTIONS[section]
+        valid = list(model.model_fields)
+        add(path, f"unknown field {field!r}",
+            _did_you_mean(field, valid, "remove it; valid fields are " + ", ".join(valid)))
+    elif kind == "missing":
+        example = EXAMPLES.get(field, {}).get(section, "...")
+        add(path, "required field is missing", f"add `{field}: {example}`")
+    elif kind == "literal_error" and field == "type":
+        supported = ", ".join(SUPPORTED_TYPES[section])
+        add(path, f"unsupported {section} type {got!r}", f"use one of: {supported}")
+    elif kind == "gru_invalid":
+        add(path, ctx["reason"], ctx["fix"])
+    elif kind == "int_type":
+        add(path, f"must be a whole number, got {_describe(got)}",
+            "write a plain number without quotes or decimals, like 4")
+    elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {"greater_than_equal": "at least", "greater_than": "more than",
+                 "less_than_equal": "at most", "less_than": "less than"}[kind]
+        limit = next(iter(ctx.values()))
+        add(path, f"must be {bound} {limit}, got {got!r}", f"use a value {bound} {limit}")
+    elif kind == "string_type":
+        add(path, f"must be text, got {_describe(got)}",
+            "quote the value, e.g. 'no' or '1.0' (YAML reads yes/no/on/off as booleans and bare digits as numbers)")
+    elif kind == "bool_type":
+        add(path, f"must be true or false, got {_describe(got)}", "write true or false, without quotes")
+    elif kind in ("list_type", "too_short"):
+        add(path, f"must be a non-empty list, got {_describe(got)}", "write a list, like [celery]")
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        add(path, f"must be a mapping, got {_describe(got)}", "indent its fields under it")
+    else:
+        add(path, error["msg"], "correct the value")
+
+
+def _check_names(brokers: list[tuple[Path, BrokerSpec]], servers: list[tuple[Path, TaskServerSpec]],
+                 add: Any) -> None:
+    """Logical names are unique, and so are the Kubernetes names they become."""
+    seen: dict[str, tuple[str, str]] = {}
+    components: list[tuple[Path, BrokerSpec | TaskServerSpec]] = [*brokers, *servers]
+    for path, spec in components:
+        k8s = kubernetes_name(spec.name)
+        kind = "broker" if isinstance(spec, BrokerSpec) else "task_server"
+        if k8s in seen:
+            other_kind, other = seen[k8s]
+            if other == spec.name:
+                add(path + ("name",), f"{spec.name!r} is already the name of a {other_kind}",
+                    "give every component in the stack its own name")
+            else:
+                add(path + ("name",),
+                    f"{spec.name!r} and {other!r} ({other_kind}) both become the Kubernetes name {k8s!r}",
+                    "rename one of them")
+        else:
+            seen[k8s] = (kind, spec.name)
+
+
+def _check_broker_references(brokers: list[tuple[Path, BrokerSpec]],
+                             servers: list[tuple[Path, TaskServerSpec]], declared: set[Any],
+                             add: Any) -> list[TaskServerSpec]:
+    by_name = {b.name: b for _, b in brokers}
+    resolved = []
+    for path, server in servers:
+        broker = by_name.get(server.broker_resource_name)
+        if broker is None and server.broker_resource_name in declared:
+            continue  # its broker is invalid and already reported
+        if broker is None:
+            existing = ", ".join(sorted(str(n) for n in declared if n)) or "none"
+            add(path + ("broker_resource_name",),
+                f"no broker named {server.broker_resource_name!r} in this stack (brokers here: {existing})",
+                _did_you_mean(server.broker_resource_name, [str(n) for n in declared if n],
+                              "name one of this stack's brokers, or add a `broker:` with that name"))
+            continue
+        if server.namespace is not None and server.namespace != broker.namespace:
+            add(path + ("namespace",),
+                f"namespace {server.namespace!r} differs from its broker's ({broker.namespace!r}); "
+                "workers read the broker's Secret, which only pods in its namespace can",
+                f"remove `namespace` or set it to {broker.namespace!r}")
+            continue
+        resolved.append(server.model_copy(update={"namespace": broker.namespace}))
+    return resolved
+
+
+def _did_you_mean(word: str, candidates: list[str], otherwise: str) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else otherwise
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, (int, float)):
+        return f"{value!r} (a number)"
+    if isinstance(value, str):
+        return f"{value!r} (text)"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__

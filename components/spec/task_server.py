@@ -1,0 +1,82 @@
+"""The validated shape of a `task_server:` entry."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, StrictInt, StrictStr
+
+from .common import MAX_REPLICAS, ComponentName, ComputeResources, Image, Namespace, StrictModel, invalid
+
+SUPPORTED_TASK_SERVER_TYPES = ("celery",)
+# The project's own worker image, built from worker/ (see the README to build and push it).
+DEFAULT_WORKER_IMAGE = "gru-worker:0.1.0"
+DEFAULT_WORKER_APP = "gru_worker.app"
+
+_QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+def _queue(value: str) -> str:
+    if not _QUEUE.match(value):
+        raise invalid(
+            f"{value!r} is not a queue name",
+            "use letters, digits and '_.:-' only, no spaces or commas, like 'celery'",
+        )
+    return value
+
+
+def _app(value: str) -> str:
+    if not _APP.match(value):
+        raise invalid(
+            f"{value!r} is not a Celery app path",
+            "write the importable module of the app, like 'gru_worker.app' or 'myproject.tasks:app'",
+        )
+    return value
+
+
+QueueName = Annotated[StrictStr, AfterValidator(_queue)]
+AppPath = Annotated[StrictStr, AfterValidator(_app)]
+
+# Seconds between SIGTERM's warm shutdown finishing the longest task and the kubelet's SIGKILL.
+SHUTDOWN_HEADROOM_SECONDS = 30
+
+
+class TaskServerSpec(StrictModel):
+    type: Literal["celery"]
+    name: ComponentName
+    broker_resource_name: StrictStr
+    replicas: StrictInt = Field(default=1, ge=0, le=MAX_REPLICAS)
+    concurrency_per_replica: StrictInt = Field(default=1, ge=1, le=1024)
+    namespace: Namespace | None = None
+    image: Image = DEFAULT_WORKER_IMAGE
+    app: AppPath = DEFAULT_WORKER_APP
+    queues: list[QueueName] = Field(default_factory=lambda: ["celery"], min_length=1)
+    max_task_seconds: StrictInt = Field(default=600, ge=1, le=7 * 24 * 3600)
+    max_tasks_per_child: StrictInt | None = Field(default=100, ge=1)
+    broker_wait_seconds: StrictInt = Field(default=300, ge=5, le=3600)
+    resources: ComputeResources | None = None
+
+    @property
+    def termination_grace_seconds(self) -> int:
+        """Long enough for SIGTERM's warm shutdown to finish the longest task."""
+        return self.max_task_seconds + SHUTDOWN_HEADROOM_SECONDS
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        """Longer than the grace period, so a running task is never handed to a second worker."""
+        return 2 * self.termination_grace_seconds
+
+    @property
+    def compute_resources(self) -> ComputeResources:
+        """Explicit resources, or ones that follow concurrency: one Celery process per slot."""
+        if self.resources is not None:
+            return self.resources
+        c = self.concurrency_per_replica
+        return ComputeResources(
+            cpu_request=f"{250 * c}m",
+            memory_request=f"{256 * c + 128}Mi",
+            cpu_limit=f"{1000 * c}m",
+            memory_limit=f"{512 * c + 128}Mi",
+        )

@@ -1,0 +1,3 @@
+from .component import TaskServer
+
+__all__ = ["TaskServer"]

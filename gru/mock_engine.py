@@ -1,0 +1,131 @@
+"""Evaluate the real Pulumi program under the SDK's mock engine and record what it registers.
+
+No Pulumi CLI, provider plugin or cluster is involved: `pulumi.runtime.set_mocks` stands in for
+the engine, and a MockMonitor subclass records every registration in order, with its parent
+and dependencies, so tests and `gru render` see exactly what `pulumi up` would ask for.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT = "gru"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One resource as the program registered it."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str
+    dependencies: tuple[str, ...]
+    custom: bool
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Evaluation:
+    registrations: list[Registration] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_token: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_token]
+
+    def by_urn(self, urn: str) -> Registration:
+        return next(r for r in self.registrations if r.urn == urn)
+
+    @property
+    def kubernetes_objects(self) -> list[Registration]:
+        return [r for r in self.registrations if r.custom and r.type.startswith("kubernetes:")]
+
+
+class _Mocks(pulumi_mocks.Mocks):
+    """Resources echo their inputs; generated passwords are fresh random values per run."""
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = secrets.token_urlsafe(24)
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """MockMonitor that also keeps each registration's parent and dependencies, in order."""
+
+    def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            state = self.resources[response.urn].state
+            self.registrations.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    dependencies=tuple(request.dependencies),
+                    custom=bool(request.custom),
+                    inputs=state,
+                )
+            )
+        return response
+
+
+def evaluate(
+    program: Callable[[], Any],
+    *,
+    stack: str,
+    config: dict[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    preview: bool = False,
+    into: Evaluation | None = None,
+) -> Evaluation:
+    """Run `program` as stack `stack` of this project and return what it registered and exported.
+
+    `config` keys are full Pulumi keys (`gru:redis-password`). Exceptions the program raises
+    propagate unchanged; pass `into` to see what was registered before one was raised.
+    """
+    monitor = RecordingMonitor(_Mocks())
+    settings.reset_options(project=PROJECT, stack=stack, preview=preview)
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    pulumi_mocks.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    set_all_config(dict(config or {}), list(secret_keys or []))
+    result = into if into is not None else Evaluation()
+    result.registrations = monitor.registrations
+
+    def run() -> Any:
+        program()
+        root = settings.get_root_resource()
+        exported: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
+
+        def keep(values: dict[str, Any]) -> None:
+            result.outputs.update(values)
+
+        return pulumi.Output.all(**exported).apply(keep).future()  # type: ignore[union-attr]
+
+    async def run_and_wait() -> None:
+        future = run()
+        if future is not None:
+            await future
+
+    _sync_await(run_pulumi_func(run_and_wait))
+    return result

@@ -1,0 +1,150 @@
+"""`gru render`: the Kubernetes manifests a stack would create, written without engine or cluster.
+
+The real program runs under the mock engine; every Kubernetes resource it registers becomes
+one YAML file, numbered in the order the engine would create them (brokers first). Secret
+values are redacted unless asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pulumi.runtime import rpc
+
+from components.program import STACKS_DIR, run
+
+from .mock_engine import Evaluation, Registration, evaluate
+from .stack_config import read_stack_config
+
+REDACTED = "<redacted: use --show-secrets to see>"
+_RENDERED_FILE = re.compile(r"^\d{3}-.*\.yaml$")
+
+
+@dataclass(frozen=True)
+class RenderedObject:
+    manifest: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.manifest["metadata"].get("namespace", "default"))
+
+
+def evaluate_stack(stack: str, stacks_dir: Path = STACKS_DIR) -> Evaluation:
+    """Run the program for `stack` under the mock engine, with the stack's readable config."""
+    config, secret_keys = read_stack_config(stacks_dir, stack)
+    return evaluate(lambda: run(stacks_dir), stack=stack, config=config, secret_keys=secret_keys)
+
+
+# Helm's install order: what a workload mounts or runs as exists before the workload.
+_KIND_ORDER = [
+    "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "PodDisruptionBudget",
+    "ServiceAccount", "Secret", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding",
+    "Service", "DaemonSet", "Pod", "Deployment", "HorizontalPodAutoscaler", "StatefulSet", "Job",
+    "CronJob", "Ingress",
+]
+# Brokers before the task servers that depend on them.
+_COMPONENT_ORDER = ["gru:index:Broker", "gru:index:TaskServer"]
+
+
+def creation_order(evaluation: Evaluation) -> list[Registration]:
+    """Kubernetes objects in a stable order the engine could create them in: component by
+    component (brokers first, then in declaration order), and within one by kind."""
+    components = [r for r in evaluation.registrations if not r.custom]
+    rank = {
+        c.urn: (_COMPONENT_ORDER.index(c.type) if c.type in _COMPONENT_ORDER else len(_COMPONENT_ORDER), i)
+        for i, c in enumerate(components)
+    }
+    objects = evaluation.kubernetes_objects
+
+    def key(r: Registration) -> tuple[tuple[int, int], int, str]:
+        kind = str(r.inputs.get("kind", ""))
+        kind_rank = _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)
+        return rank.get(r.parent, (len(_COMPONENT_ORDER), 0)), kind_rank, r.name
+
+    return sorted(objects, key=key)
+
+
+def render_stack(stack: str, stacks_dir: Path = STACKS_DIR, show_secrets: bool = False) -> list[RenderedObject]:
+    evaluation = evaluate_stack(stack, stacks_dir)
+    objects = []
+    for registration in creation_order(evaluation):
+        manifest = _plain(registration.inputs)
+        if manifest.get("kind") == "Secret" and not show_secrets:
+            manifest = _redacted(manifest)
+        objects.append(RenderedObject(_ordered(manifest)))
+    return objects
+
+
+def write_manifests(objects: list[RenderedObject], out_dir: Path) -> list[Path]:
+    """One file per object, `NNN-<kind>-<namespace>-<name>.yaml`; earlier renders are replaced."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.iterdir():
+        if old.is_file() and _RENDERED_FILE.match(old.name):
+            old.unlink()
+    written = []
+    for index, obj in enumerate(objects, start=1):
+        path = out_dir / f"{index:03d}-{obj.kind.lower()}-{obj.namespace}-{obj.name}.yaml"
+        path.write_text(yaml.dump(obj.manifest, Dumper=_ManifestDumper, sort_keys=False), encoding="utf-8")
+        if obj.kind == "Secret":
+            path.chmod(0o600)
+        written.append(path)
+    return written
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """Multi-line strings (redis.conf, the wait script) as readable `|` blocks."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value and not value.startswith(" ") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ManifestDumper.add_representer(str, _str_presenter)
+
+
+def _plain(value: Any) -> Any:
+    """Engine values back to manifest values: secrets unwrapped (redaction is by kind), and
+    protobuf's float numbers back to the ints manifests use."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return _plain(value["value"])
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _redacted(manifest: dict[str, Any]) -> dict[str, Any]:
+    out = dict(manifest)
+    for key in ("data", "stringData"):
+        if key in out:
+            out[key] = {k: REDACTED for k in out[key]}
+    return out
+
+
+_KEY_ORDER = ("apiVersion", "kind", "name", "namespace", "metadata", "labels", "annotations", "type", "spec")
+
+
+def _ordered(value: Any) -> Any:
+    """Keys in the order people write manifests, the rest alphabetical: stable, diffable output."""
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: (_KEY_ORDER.index(k) if k in _KEY_ORDER else len(_KEY_ORDER), k))
+        return {k: _ordered(value[k]) for k in keys}
+    if isinstance(value, list):
+        return [_ordered(v) for v in value]
+    return value

@@ -1,0 +1,216 @@
+"""The real program under the mock engine: what the seed YAML registers, and how."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from components.broker.redis_config import redis_auth_conf
+from gru.mock_engine import Evaluation, Registration
+
+from .conftest import SEED_YAML, EvaluateYaml, dumps
+
+SECRET = "kubernetes:core/v1:Secret"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+STATEFULSET = "kubernetes:apps/v1:StatefulSet"
+
+
+def unwrap(value: Any) -> Any:
+    """Secret values arrive wrapped in the engine's secret envelope."""
+    if isinstance(value, dict) and "value" in value and len(value) == 2:
+        return value["value"]
+    return value
+
+
+def secret_data(evaluation: Evaluation) -> dict[str, str]:
+    (secret,) = evaluation.of_type(SECRET)
+    return dict(unwrap(secret.inputs["stringData"]))
+
+
+def children_of(evaluation: Evaluation, parent: Registration) -> list[Registration]:
+    return [r for r in evaluation.registrations if r.parent == parent.urn]
+
+
+def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML)
+    got = sorted((r.type, r.name) for r in evaluation.registrations)
+    assert got == sorted([
+        ("gru:index:Broker", "redis"),
+        ("random:index/randomPassword:RandomPassword", "redis-password"),
+        (SECRET, "redis-credentials"),
+        ("kubernetes:core/v1:ConfigMap", "redis-config"),
+        ("kubernetes:core/v1:Service", "redis"),
+        ("kubernetes:core/v1:Service", "redis-headless"),
+        (STATEFULSET, "redis"),
+        ("gru:index:TaskServer", "task_server"),
+        (DEPLOYMENT, "task-server"),
+    ])
+    broker, server = evaluation.of_type("gru:index:Broker")[0], evaluation.of_type("gru:index:TaskServer")[0]
+    assert {r.name for r in children_of(evaluation, broker)} == {
+        "redis-password", "redis-credentials", "redis-config", "redis", "redis-headless"}
+    assert [r.name for r in children_of(evaluation, server)] == ["task-server"]
+
+
+def test_replicas_and_concurrency_land_in_the_deployment(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML.replace("replicas: 4", "replicas: 7")
+                               .replace("concurrency_per_replica: 1", "concurrency_per_replica: 3"))
+    (deployment,) = evaluation.of_type(DEPLOYMENT)
+    spec = deployment.inputs["spec"]
+    assert spec["replicas"] == 7
+    (worker,) = spec["template"]["spec"]["containers"]
+    assert worker["command"] == ["celery"]
+    assert worker["args"][:3] == ["-A", "gru_worker.app", "worker"]
+    assert "--concurrency=3" in worker["args"]
+    assert "--prefetch-multiplier=1" in worker["args"]
+    # Requests follow concurrency: three processes, three times the per-process CPU.
+    assert worker["resources"]["requests"]["cpu"] == "750m"
+    assert evaluation.outputs["task_server_replicas"] == 7
+    assert evaluation.outputs["task_server_concurrency"] == 3
+
+
+def test_every_worker_resource_depends_on_the_broker(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML)
+    (broker,) = evaluation.of_type("gru:index:Broker")
+    (statefulset,) = evaluation.of_type(STATEFULSET)
+    assert statefulset.parent == broker.urn
+    (server,) = evaluation.of_type("gru:index:TaskServer")
+    # Depending on a component means depending on its children, the StatefulSet included.
+    assert statefulset.urn in server.dependencies
+    for child in children_of(evaluation, server):
+        assert statefulset.urn in child.dependencies, child.name
+
+
+def test_workers_wait_for_an_authenticated_broker_ping(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML)
+    (deployment,) = evaluation.of_type(DEPLOYMENT)
+    (init,) = deployment.inputs["spec"]["template"]["spec"]["initContainers"]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["BROKER_HOST"]["value"] == "redis.default.svc.cluster.local"
+    assert env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "redis-password"}
+    assert "ping" in init["command"][-1] and "BROKER_WAIT_SECONDS" in init["command"][-1]
+
+
+def test_no_password_appears_outside_the_secret(evaluate_yaml: EvaluateYaml) -> None:
+    password = "s3cr3t@:/%#?pass"
+    evaluation = evaluate_yaml(SEED_YAML, config={"gru:redis-password": password},
+                               secret_keys=["gru:redis-password"])
+    data = secret_data(evaluation)
+    assert data["redis-password"] == password
+    forms = {password, quote(password, safe=""), data["broker-url"], redis_auth_conf(password).strip()}
+    for registration in evaluation.registrations:
+        if registration.type == SECRET:
+            continue
+        text = dumps(registration.inputs)
+        for form in forms:
+            assert form not in text, f"{registration.type} {registration.name} carries the password"
+    for name, value in evaluation.outputs.items():
+        assert password not in dumps(value), name
+
+
+def test_broker_url_url_encodes_the_password(evaluate_yaml: EvaluateYaml) -> None:
+    password = "p@ss:w/rd%#?"
+    evaluation = evaluate_yaml(SEED_YAML, config={"gru:redis-password": password},
+                               secret_keys=["gru:redis-password"])
+    url = secret_data(evaluation)["broker-url"]
+    assert url == "redis://:p%40ss%3Aw%2Frd%25%23%3F@redis.default.svc.cluster.local:6379/0"
+
+
+def test_generated_password_is_used_when_none_is_configured(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML)
+    (generator,) = evaluation.of_type("random:index/randomPassword:RandomPassword")
+    assert generator.inputs["length"] >= 32
+    data = secret_data(evaluation)
+    assert data["redis-password"] and data["redis-password"] in data["broker-url"]
+
+
+def test_plaintext_password_in_config_is_refused_before_anything_registers(evaluate_yaml: EvaluateYaml) -> None:
+    from components.program import PlaintextPasswordError
+
+    with pytest.raises(PlaintextPasswordError, match="config set --secret redis-password"):
+        evaluate_yaml(SEED_YAML, config={"gru:redis-password": "visible"})
+
+
+def test_new_password_rolls_the_workers(evaluate_yaml: EvaluateYaml) -> None:
+    def annotation(password: str) -> str:
+        evaluation = evaluate_yaml(SEED_YAML, config={"gru:redis-password": password},
+                                   secret_keys=["gru:redis-password"])
+        (deployment,) = evaluation.of_type(DEPLOYMENT)
+        return deployment.inputs["spec"]["template"]["metadata"]["annotations"]["gru.dev/broker-credentials-hash"]
+
+    first = annotation("one-password")
+    assert first == annotation("one-password")
+    assert first != annotation("another-password")
+    assert "one-password" not in first
+
+
+def test_workers_read_the_broker_url_from_the_secret(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML)
+    (deployment,) = evaluation.of_type(DEPLOYMENT)
+    pod = deployment.inputs["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["CELERY_BROKER_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "broker-url"}
+    assert "value" not in env["CELERY_BROKER_URL"]
+    # Late acks only help if Redis never redelivers a running task: visibility > grace period.
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace == 600 + 30
+    assert int(env["GRU_VISIBILITY_TIMEOUT"]["value"]) > grace
+    assert env["GRU_ACKS_LATE"]["value"] == "true"
+
+
+def test_redis_is_a_broker_that_never_evicts(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML.replace("name: redis\n", "name: redis\n  max_memory_mb: 256\n", 1))
+    (config_map,) = evaluation.of_type("kubernetes:core/v1:ConfigMap")
+    conf = config_map.inputs["data"]["redis.conf"]
+    assert "appendonly yes" in conf
+    assert "maxmemory 256mb" in conf
+    assert "maxmemory-policy noeviction" in conf
+    assert "requirepass" not in conf
+    (statefulset,) = evaluation.of_type(STATEFULSET)
+    spec = statefulset.inputs["spec"]
+    assert spec["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    (redis,) = spec["template"]["spec"]["containers"]
+    assert redis["image"].startswith("redis:") and ":latest" not in redis["image"]
+    assert redis["readinessProbe"]["exec"]["command"][-1].count("redis-cli") == 1
+
+
+def test_storage_can_be_switched_off(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML.replace("name: redis\n", "name: redis\n  storage: {enabled: false}\n", 1))
+    (statefulset,) = evaluation.of_type(STATEFULSET)
+    assert "volumeClaimTemplates" not in statefulset.inputs["spec"]
+    volumes = {v["name"]: v for v in statefulset.inputs["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["data"]
+
+
+def test_several_brokers_and_task_servers(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml("""
+broker:
+  - {type: redis, name: fast}
+  - {type: redis, name: bulk, namespace: batch}
+task_server:
+  - {type: celery, name: agents_fast, broker_resource_name: fast, replicas: 2}
+  - {type: celery, name: agents_bulk, broker_resource_name: bulk, replicas: 3, queues: [bulk, reports]}
+""")
+    deployments = {d.name: d for d in evaluation.of_type(DEPLOYMENT)}
+    assert set(deployments) == {"agents-fast", "agents-bulk"}
+    bulk = deployments["agents-bulk"].inputs
+    assert bulk["metadata"]["namespace"] == "batch"
+    assert "--queues=bulk,reports" in bulk["spec"]["template"]["spec"]["containers"][0]["args"]
+    statefulsets = {s.name: s for s in evaluation.of_type(STATEFULSET)}
+    assert statefulsets["bulk"].urn in deployments["agents-bulk"].dependencies
+    assert statefulsets["fast"].urn not in deployments["agents-bulk"].dependencies
+    assert evaluation.outputs["bulk_host"] == "bulk.batch.svc.cluster.local"
+    assert evaluation.outputs["agents_fast_deployment_name"] == "agents-fast"
+
+
+def test_exports_per_component(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML)
+    assert evaluation.outputs == {
+        "redis_host": "redis.default.svc.cluster.local",
+        "redis_port": 6379,
+        "redis_secret_name": "redis-credentials",
+        "task_server_deployment_name": "task-server",
+        "task_server_replicas": 4,
+        "task_server_concurrency": 1,
+    }

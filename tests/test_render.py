@@ -1,0 +1,95 @@
+"""`gru render`: the dev stack's manifests, checked against the Kubernetes schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gru.cli import main
+from gru.render import REDACTED, render_stack, write_manifests
+
+from .conftest import ROOT, SEED_YAML
+
+# The oldest and newest Kubernetes minor versions this project supports.
+SUPPORTED_KUBERNETES = ["1.30.0", "1.37.0"]
+
+
+@pytest.fixture(scope="module")
+def dev_manifests(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    out = tmp_path_factory.mktemp("render")
+    return write_manifests(render_stack("dev", ROOT / "stacks"), out)
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_dev_stack_renders_one_file_per_object_broker_first(dev_manifests: list[Path]) -> None:
+    names = [p.name for p in dev_manifests]
+    assert names == [
+        "001-secret-default-redis-credentials.yaml",
+        "002-configmap-default-redis-config.yaml",
+        "003-service-default-redis.yaml",
+        "004-service-default-redis-headless.yaml",
+        "005-statefulset-default-redis.yaml",
+        "006-deployment-default-task-server.yaml",
+    ]
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
+def test_dev_manifests_validate_strictly(dev_manifests: list[Path], version: str) -> None:
+    for path in dev_manifests:
+        kubernetes_validate.validate(load(path), version, strict=True)
+
+
+def test_schema_check_can_fail(dev_manifests: list[Path]) -> None:
+    deployment = load(dev_manifests[-1])
+    deployment["spec"]["template"]["spec"]["containers"][0]["concurrency"] = 4
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, SUPPORTED_KUBERNETES[-1], strict=True)
+
+
+def test_secret_values_are_redacted_unless_asked(dev_manifests: list[Path], tmp_path: Path) -> None:
+    secret = load(dev_manifests[0])
+    assert set(secret["stringData"].values()) == {REDACTED}
+    shown = render_stack("dev", ROOT / "stacks", show_secrets=True)[0].manifest
+    password = shown["stringData"]["redis-password"]
+    assert len(password) >= 32 and password in shown["stringData"]["broker-url"]
+    for path in dev_manifests:
+        assert password not in path.read_text()
+
+
+def test_render_replaces_a_previous_render(tmp_path: Path) -> None:
+    (tmp_path / "999-stale-object.yaml").write_text("kind: Stale\n")
+    (tmp_path / "notes.txt").write_text("keep me")
+    write_manifests(render_stack("dev", ROOT / "stacks"), tmp_path)
+    assert not (tmp_path / "999-stale-object.yaml").exists()
+    assert (tmp_path / "notes.txt").exists()
+
+
+def test_cli_render_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "--stack", "dev", "--out", str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out").glob("*.yaml"))) == 6
+    assert "rendered 6 objects" in capsys.readouterr().out
+    assert main(["validate", "--stack", "dev"]) == 0
+
+
+def test_cli_reports_a_bad_stack_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    (stacks / "bad.yaml").write_text(SEED_YAML.replace("replicas: 4", "replicas: many"))
+    code = main(["--stacks-dir", str(stacks), "render", "--stack", "bad", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "task_server.replicas: must be a whole number" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_usage_error_exits_2() -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["render"])
+    assert caught.value.code == 2
