@@ -7,7 +7,9 @@ from pathlib import Path
 import pulumi
 from pulumi.runtime.config import get_config, is_config_secret
 
+from . import kubernetes_objects
 from .broker import Broker
+from .namespace import namespace as namespace_manifest
 from .spec import StackSpec, load_stack_spec, stack_file
 from .task_server import TaskServer
 
@@ -58,9 +60,19 @@ def deploy(spec: StackSpec) -> dict[str, Broker | TaskServer]:
     brokers: dict[str, Broker] = {}
     # Every password is checked before anything is registered: nothing half-applied.
     passwords = {b.name: _configured_password(config, b.name) for b in spec.brokers}
+    namespaces: dict[str, pulumi.Resource] = {}
+    for broker_spec in spec.brokers:
+        if broker_spec.create_namespace and broker_spec.namespace not in namespaces:
+            # Kept on `pulumi destroy`: deleting a namespace deletes the broker's volume with it.
+            namespaces[broker_spec.namespace] = kubernetes_objects.create(
+                namespace_manifest(broker_spec.namespace), pulumi.ResourceOptions(retain_on_delete=True)
+            )
     for broker_spec in spec.brokers:
         password = passwords[broker_spec.name]
-        broker = Broker(broker_spec, password=password)
+        owned = namespaces.get(broker_spec.namespace) if broker_spec.create_namespace else None
+        queues = [q for server in spec.task_servers_of(broker_spec) for q in server.queues]
+        broker = Broker(broker_spec, password=password, queues=queues,
+                        opts=pulumi.ResourceOptions(depends_on=[owned] if owned else None))
         brokers[broker_spec.name] = components[broker_spec.name] = broker
         pulumi.export(f"{broker_spec.name}_host", broker.host)
         pulumi.export(f"{broker_spec.name}_port", broker.port)

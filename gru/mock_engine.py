@@ -33,6 +33,8 @@ class Registration:
     dependencies: tuple[str, ...]
     custom: bool
     inputs: dict[str, Any]
+    ignore_changes: tuple[str, ...] = ()
+    retain_on_delete: bool = False
 
 
 @dataclass
@@ -84,6 +86,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     dependencies=tuple(request.dependencies),
                     custom=bool(request.custom),
                     inputs=state,
+                    ignore_changes=tuple(request.ignoreChanges),
+                    retain_on_delete=bool(request.retainOnDelete),
                 )
             )
         return response

@@ -38,7 +38,8 @@ class RenderedObject:
 
     @property
     def namespace(self) -> str:
-        return str(self.manifest["metadata"].get("namespace", "default"))
+        """The object's namespace, or `cluster` for cluster-scoped objects."""
+        return str(self.manifest["metadata"].get("namespace", "cluster"))
 
 
 def evaluate_stack(stack: str, stacks_dir: Path = STACKS_DIR) -> Evaluation:
@@ -52,15 +53,16 @@ _KIND_ORDER = [
     "Namespace", "NetworkPolicy", "ResourceQuota", "LimitRange", "PodDisruptionBudget",
     "ServiceAccount", "Secret", "ConfigMap", "PersistentVolumeClaim", "Role", "RoleBinding",
     "Service", "DaemonSet", "Pod", "Deployment", "HorizontalPodAutoscaler", "StatefulSet", "Job",
-    "CronJob", "Ingress",
+    "CronJob", "Ingress", "TriggerAuthentication", "ScaledObject", "ServiceMonitor",
 ]
 # Brokers before the task servers that depend on them.
 _COMPONENT_ORDER = ["gru:index:Broker", "gru:index:TaskServer"]
 
 
 def creation_order(evaluation: Evaluation) -> list[Registration]:
-    """Kubernetes objects in a stable order the engine could create them in: component by
-    component (brokers first, then in declaration order), and within one by kind."""
+    """Kubernetes objects in a stable order the engine could create them in: stack-level
+    objects, then component by component (brokers first, then in declaration order), and
+    within one by kind."""
     components = [r for r in evaluation.registrations if not r.custom]
     rank = {
         c.urn: (_COMPONENT_ORDER.index(c.type) if c.type in _COMPONENT_ORDER else len(_COMPONENT_ORDER), i)
@@ -71,7 +73,8 @@ def creation_order(evaluation: Evaluation) -> list[Registration]:
     def key(r: Registration) -> tuple[tuple[int, int], int, str]:
         kind = str(r.inputs.get("kind", ""))
         kind_rank = _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)
-        return rank.get(r.parent, (len(_COMPONENT_ORDER), 0)), kind_rank, r.name
+        # Stack-level objects (the namespace) come before every component.
+        return rank.get(r.parent, (-1, 0)), kind_rank, r.name
 
     return sorted(objects, key=key)
 

@@ -37,7 +37,11 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
     evaluation = evaluate_yaml(SEED_YAML)
     got = sorted((r.type, r.name) for r in evaluation.registrations)
     assert got == sorted([
+        ("kubernetes:core/v1:Namespace", "gru"),
         ("gru:index:Broker", "redis"),
+        ("kubernetes:core/v1:ServiceAccount", "redis"),
+        ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "redis"),
+        ("kubernetes:policy/v1:PodDisruptionBudget", "redis"),
         ("random:index/randomPassword:RandomPassword", "redis-password"),
         (SECRET, "redis-credentials"),
         ("kubernetes:core/v1:ConfigMap", "redis-config"),
@@ -45,12 +49,18 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
         ("kubernetes:core/v1:Service", "redis-headless"),
         (STATEFULSET, "redis"),
         ("gru:index:TaskServer", "task_server"),
+        ("kubernetes:core/v1:ServiceAccount", "task-server"),
+        ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "task-server"),
+        ("kubernetes:policy/v1:PodDisruptionBudget", "task-server"),
         (DEPLOYMENT, "task-server"),
     ])
     broker, server = evaluation.of_type("gru:index:Broker")[0], evaluation.of_type("gru:index:TaskServer")[0]
-    assert {r.name for r in children_of(evaluation, broker)} == {
-        "redis-password", "redis-credentials", "redis-config", "redis", "redis-headless"}
-    assert [r.name for r in children_of(evaluation, server)] == ["task-server"]
+    assert sorted((r.type.rsplit(":", 1)[-1], r.name) for r in children_of(evaluation, broker)) == [
+        ("ConfigMap", "redis-config"), ("NetworkPolicy", "redis"), ("PodDisruptionBudget", "redis"),
+        ("RandomPassword", "redis-password"), ("Secret", "redis-credentials"), ("Service", "redis"),
+        ("Service", "redis-headless"), ("ServiceAccount", "redis"), ("StatefulSet", "redis")]
+    assert sorted(r.type.rsplit(":", 1)[-1] for r in children_of(evaluation, server)) == [
+        "Deployment", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount"]
 
 
 def test_replicas_and_concurrency_land_in_the_deployment(evaluate_yaml: EvaluateYaml) -> None:
@@ -87,7 +97,7 @@ def test_workers_wait_for_an_authenticated_broker_ping(evaluate_yaml: EvaluateYa
     (deployment,) = evaluation.of_type(DEPLOYMENT)
     (init,) = deployment.inputs["spec"]["template"]["spec"]["initContainers"]
     env = {e["name"]: e for e in init["env"]}
-    assert env["BROKER_HOST"]["value"] == "redis.default.svc.cluster.local"
+    assert env["BROKER_HOST"]["value"] == "redis.gru.svc.cluster.local"
     assert env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "redis-password"}
     assert "ping" in init["command"][-1] and "BROKER_WAIT_SECONDS" in init["command"][-1]
 
@@ -114,7 +124,7 @@ def test_broker_url_url_encodes_the_password(evaluate_yaml: EvaluateYaml) -> Non
     evaluation = evaluate_yaml(SEED_YAML, config={"gru:redis-password": password},
                                secret_keys=["gru:redis-password"])
     url = secret_data(evaluation)["broker-url"]
-    assert url == "redis://:p%40ss%3Aw%2Frd%25%23%3F@redis.default.svc.cluster.local:6379/0"
+    assert url == "redis://:p%40ss%3Aw%2Frd%25%23%3F@redis.gru.svc.cluster.local:6379/0"
 
 
 def test_generated_password_is_used_when_none_is_configured(evaluate_yaml: EvaluateYaml) -> None:
@@ -196,6 +206,7 @@ task_server:
     assert set(deployments) == {"agents-fast", "agents-bulk"}
     bulk = deployments["agents-bulk"].inputs
     assert bulk["metadata"]["namespace"] == "batch"
+    assert {n.name for n in evaluation.of_type("kubernetes:core/v1:Namespace")} == {"gru", "batch"}
     assert "--queues=bulk,reports" in bulk["spec"]["template"]["spec"]["containers"][0]["args"]
     statefulsets = {s.name: s for s in evaluation.of_type(STATEFULSET)}
     assert statefulsets["bulk"].urn in deployments["agents-bulk"].dependencies
@@ -207,7 +218,7 @@ task_server:
 def test_exports_per_component(evaluate_yaml: EvaluateYaml) -> None:
     evaluation = evaluate_yaml(SEED_YAML)
     assert evaluation.outputs == {
-        "redis_host": "redis.default.svc.cluster.local",
+        "redis_host": "redis.gru.svc.cluster.local",
         "redis_port": 6379,
         "redis_secret_name": "redis-credentials",
         "task_server_deployment_name": "task-server",

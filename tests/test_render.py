@@ -30,12 +30,19 @@ def load(path: Path) -> dict:
 def test_dev_stack_renders_one_file_per_object_broker_first(dev_manifests: list[Path]) -> None:
     names = [p.name for p in dev_manifests]
     assert names == [
-        "001-secret-default-redis-credentials.yaml",
-        "002-configmap-default-redis-config.yaml",
-        "003-service-default-redis.yaml",
-        "004-service-default-redis-headless.yaml",
-        "005-statefulset-default-redis.yaml",
-        "006-deployment-default-task-server.yaml",
+        "001-namespace-cluster-gru.yaml",
+        "002-networkpolicy-gru-redis.yaml",
+        "003-poddisruptionbudget-gru-redis.yaml",
+        "004-serviceaccount-gru-redis.yaml",
+        "005-secret-gru-redis-credentials.yaml",
+        "006-configmap-gru-redis-config.yaml",
+        "007-service-gru-redis.yaml",
+        "008-service-gru-redis-headless.yaml",
+        "009-statefulset-gru-redis.yaml",
+        "010-networkpolicy-gru-task-server.yaml",
+        "011-poddisruptionbudget-gru-task-server.yaml",
+        "012-serviceaccount-gru-task-server.yaml",
+        "013-deployment-gru-task-server.yaml",
     ]
 
 
@@ -53,9 +60,9 @@ def test_schema_check_can_fail(dev_manifests: list[Path]) -> None:
 
 
 def test_secret_values_are_redacted_unless_asked(dev_manifests: list[Path], tmp_path: Path) -> None:
-    secret = load(dev_manifests[0])
+    (secret,) = [load(p) for p in dev_manifests if "-secret-" in p.name]
     assert set(secret["stringData"].values()) == {REDACTED}
-    shown = render_stack("dev", ROOT / "stacks", show_secrets=True)[0].manifest
+    (shown,) = [o.manifest for o in render_stack("dev", ROOT / "stacks", show_secrets=True) if o.kind == "Secret"]
     password = shown["stringData"]["redis-password"]
     assert len(password) >= 32 and password in shown["stringData"]["broker-url"]
     for path in dev_manifests:
@@ -72,8 +79,8 @@ def test_render_replaces_a_previous_render(tmp_path: Path) -> None:
 
 def test_cli_render_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", "--stack", "dev", "--out", str(tmp_path / "out")]) == 0
-    assert len(list((tmp_path / "out").glob("*.yaml"))) == 6
-    assert "rendered 6 objects" in capsys.readouterr().out
+    assert len(list((tmp_path / "out").glob("*.yaml"))) == 13
+    assert "rendered 13 objects" in capsys.readouterr().out
     assert main(["validate", "--stack", "dev"]) == 0
 
 

@@ -53,13 +53,29 @@ CASES: list[tuple[str, bytes, list[str]]] = [
      ["is 41 characters long; the limit is 40"]),
     ("duplicate key", b"broker:\n  type: redis\n  name: a\n  name: b\n", ["key 'name' appears twice (first on line 3)"]),
     ("namespace mismatch", SEED_YAML.replace("  broker_resource_name: redis", "  broker_resource_name: redis\n  namespace: other").encode(),
-     ["differs from its broker's ('default')"]),
+     ["differs from its broker's ('gru')"]),
     ("unpinned image", SEED_YAML.replace("name: task_server", "name: task_server\n  image: myorg/worker").encode(),
      ["has no tag", "pin a version"]),
     ("bad quantity", SEED_YAML.replace("name: redis\n", "name: redis\n  storage: {size: lots}\n", 1).encode(),
      ["broker.storage.size: 'lots' is not a Kubernetes quantity"]),
     ("name read as boolean", b"broker:\n  type: redis\n  name: no\n", ["broker.name: must be text, got false (a boolean)", "quote"]),
     ("empty list", b"broker: []\n", ["broker: is an empty list"]),
+    ("owning a system namespace", b"broker: {type: redis, name: r, namespace: default}\n",
+     ["broker.create_namespace: namespace 'default' always exists", "create_namespace: false"]),
+    ("service monitor without metrics", b"broker: {type: redis, name: r, metrics: {service_monitor: true}}\n",
+     ["broker.metrics.service_monitor: a ServiceMonitor needs the metrics exporter"]),
+    ("autoscaler below the floor", (SEED_YAML + "  autoscaling: {enabled: true, max_replicas: 2}\n").encode(),
+     ["task_server.autoscaling.max_replicas: is 2, below `replicas` (4)"]),
+    ("cooldown shorter than the grace period", (SEED_YAML + "  autoscaling: {enabled: true, cooldown_seconds: 60}\n").encode(),
+     ["task_server.autoscaling.cooldown_seconds: is 60s, not longer than the termination grace period (630s)"]),
+    ("typo in autoscaling", (SEED_YAML + "  autoscaling: {enabled: true, max_replica: 9}\n").encode(),
+     ["unknown field 'max_replica'", "did you mean 'max_replicas'?"]),
+    ("bad client label", b"broker: {type: redis, name: r, client_label: 'a b'}\n", ["'a b' is not a Kubernetes label key"]),
+    ("bad toleration", (SEED_YAML + "  tolerations: [{key: a, effect: Sometimes}]\n").encode(),
+     ["task_server.tolerations[0].effect"]),
+    ("unknown affinity", (SEED_YAML + "  affinity: {nodeAffinty: {}}\n").encode(), ["affinity has unknown keys ['nodeAffinty']"]),
+    ("brokers disagree on their namespace", b"broker:\n  - {type: redis, name: a}\n  - {type: redis, name: b, create_namespace: false}\n",
+     ["broker[1].create_namespace: broker 'a' in namespace 'gru' has create_namespace: true"]),
 ]
 
 
@@ -87,7 +103,7 @@ def test_a_valid_file_does_register(evaluate_yaml: EvaluateYaml) -> None:
     """The check above can fail: the same harness does see registrations."""
     seen = Evaluation()
     evaluate_yaml(SEED_YAML, into=seen)
-    assert len(seen.registrations) == 9
+    assert len(seen.registrations) == 16
 
 
 def test_all_problems_are_reported_at_once() -> None:

@@ -6,9 +6,9 @@ import hashlib
 from urllib.parse import quote
 
 import pulumi
-import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from .. import kubernetes_objects
 from ..spec import BrokerSpec
 from . import manifests
 from .redis_config import REDIS_PORT, redis_auth_conf, redis_conf
@@ -31,8 +31,10 @@ def credentials_hash(url: str) -> str:
 
 
 class Broker(pulumi.ComponentResource):
-    """Redis as a Celery broker: Secret, config, Services and a StatefulSet with its volume.
+    """Redis as a Celery broker: Secret, config, identity, Services, NetworkPolicy,
+    disruption budget and a StatefulSet with its volume (plus metrics when enabled).
 
+    `queues` are the queues its task servers consume, for the metrics exporter.
     Outputs: `host`, `port`, `secret_name` (holds `redis-password` and `broker-url`),
     `url` (secret) and `credentials_hash` (changes exactly when the password does).
     """
@@ -44,7 +46,7 @@ class Broker(pulumi.ComponentResource):
     credentials_hash: pulumi.Output[str]
 
     def __init__(self, spec: BrokerSpec, password: pulumi.Input[str] | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 queues: list[str] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, spec.name, None, opts)
         self.spec = spec
         self.names = names = manifests.BrokerNames(spec)
@@ -59,47 +61,35 @@ class Broker(pulumi.ComponentResource):
         # Derived from a secret, so Pulumi keeps these secret too (state, outputs, logs).
         url: pulumi.Output[str] = secret_password.apply(lambda p: broker_url(p, names.host))
         auth_conf: pulumi.Output[str] = secret_password.apply(redis_auth_conf)
+        self.credentials_hash = pulumi.Output.unsecret(url.apply(credentials_hash))
 
-        secret_manifest = manifests.credentials_secret(names, secret_password, url, auth_conf)
-        self.secret = k8s.core.v1.Secret(
-            names.secret,
-            metadata=secret_manifest["metadata"],
-            type=secret_manifest["type"],
-            string_data=secret_manifest["stringData"],
-            opts=child,
-        )
-
+        self.secret = kubernetes_objects.create(
+            manifests.credentials_secret(names, secret_password, url, auth_conf), child)
         conf = redis_conf(spec)
-        config_manifest = manifests.config_map(names, conf)
-        self.config_map = k8s.core.v1.ConfigMap(
-            names.config_map, metadata=config_manifest["metadata"], data=config_manifest["data"], opts=child
-        )
+        self.config_map = kubernetes_objects.create(manifests.config_map(names, conf), child)
+        self.service_account = kubernetes_objects.create(manifests.service_account(names), child)
+        self.network_policy = kubernetes_objects.create(manifests.network_policy(spec, names), child)
+        self.disruption_budget = kubernetes_objects.create(manifests.disruption_budget(names), child)
+        self.headless_service = kubernetes_objects.create(manifests.headless_service(names), child)
+        self.service = kubernetes_objects.create(manifests.service(names), child)
+        if spec.metrics.enabled:
+            kubernetes_objects.create(manifests.metrics_service(names), child)
+            if spec.metrics.service_monitor:
+                kubernetes_objects.create(manifests.service_monitor(names), child)
 
-        headless = manifests.headless_service(names)
-        self.headless_service = k8s.core.v1.Service(
-            names.headless_service, metadata=headless["metadata"], spec=headless["spec"], opts=child
+        # Covers redis.conf and the password, so either change restarts Redis.
+        config_hash = self.credentials_hash.apply(
+            lambda creds: hashlib.sha256((conf + creds).encode()).hexdigest()[:16]
         )
-        svc = manifests.service(names)
-        self.service = k8s.core.v1.Service(names.service, metadata=svc["metadata"], spec=svc["spec"], opts=child)
-
-        # The hash covers the password too (through the auth snippet's Secret), so Redis
-        # restarts with a new password at the same time the workers roll to it.
-        config_hash = url.apply(
-            lambda u: hashlib.sha256((conf + credentials_hash(u)).encode()).hexdigest()[:16]
-        )
-        sts = manifests.statefulset(spec, names, pulumi.Output.unsecret(config_hash))
-        self.statefulset = k8s.apps.v1.StatefulSet(
-            names.statefulset,
-            metadata=sts["metadata"],
-            spec=sts["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.secret, self.config_map]),
+        self.statefulset = kubernetes_objects.create(
+            manifests.statefulset(spec, names, config_hash, sorted(set(queues or []))),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.secret, self.config_map, self.service_account]),
         )
 
         self.host = pulumi.Output.from_input(names.host)
         self.port = pulumi.Output.from_input(REDIS_PORT)
-        self.secret_name = self.secret.metadata.apply(lambda m: m.name or names.secret)
+        self.secret_name = pulumi.Output.from_input(names.secret)
         self.url = url
-        self.credentials_hash = pulumi.Output.unsecret(url.apply(credentials_hash))
         self.register_outputs(
             {"host": self.host, "port": self.port, "secret_name": self.secret_name, "url": self.url}
         )

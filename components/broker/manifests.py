@@ -11,6 +11,12 @@ from typing import Any
 import pulumi
 
 from ..labels import CONFIG_HASH_ANNOTATION, common_labels, selector_labels
+from ..pod_security import (
+    checkov_skip_annotations,
+    container_security_context,
+    image_pull_policy,
+    pod_security_context,
+)
 from ..spec import BrokerSpec, kubernetes_name
 from .redis_config import AUTH_DIR, AUTH_FILE, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT
 
@@ -19,6 +25,7 @@ COMPONENT = "broker"
 PASSWORD_KEY = "redis-password"
 URL_KEY = "broker-url"
 AUTH_CONF_KEY = AUTH_FILE
+METRICS_PORT = 9121
 
 Manifest = dict[str, Any]
 
@@ -38,9 +45,14 @@ class BrokerNames:
         self.namespace = spec.namespace
         self.service = self.base
         self.headless_service = f"{self.base}-headless"
+        self.metrics_service = f"{self.base}-metrics"
         self.secret = f"{self.base}-credentials"
         self.config_map = f"{self.base}-config"
         self.statefulset = self.base
+        self.service_account = self.base
+        self.disruption_budget = self.base
+        self.network_policy = self.base
+        self.service_monitor = self.base
         self.host = f"{self.service}.{self.namespace}.svc.cluster.local"
 
 
@@ -72,6 +84,16 @@ def config_map(names: BrokerNames, redis_conf: str) -> Manifest:
     }
 
 
+def service_account(names: BrokerNames) -> Manifest:
+    """Its own identity, with no API token: Redis never talks to the Kubernetes API."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(names, names.service_account),
+        "automountServiceAccountToken": False,
+    }
+
+
 def headless_service(names: BrokerNames) -> Manifest:
     """Governs the StatefulSet's stable pod DNS names."""
     return {
@@ -100,13 +122,77 @@ def service(names: BrokerNames) -> Manifest:
     }
 
 
-def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[str]) -> Manifest:
+def metrics_service(names: BrokerNames) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(names, names.metrics_service),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(APP, names.base),
+            "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+        },
+    }
+
+
+def service_monitor(names: BrokerNames) -> Manifest:
+    """For the Prometheus Operator; rendered only when asked for, since the CRD may not exist."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _metadata(names, names.service_monitor),
+        "spec": {
+            "selector": {"matchLabels": {**selector_labels(APP, names.base)}},
+            "namespaceSelector": {"matchNames": [names.namespace]},
+            "endpoints": [{"port": "metrics", "interval": "30s", "path": "/metrics"}],
+        },
+    }
+
+
+def disruption_budget(names: BrokerNames) -> Manifest:
+    """One Redis pod: maxUnavailable 1 lets a node drain evict it (and the StatefulSet bring it
+    back with its volume) instead of blocking the drain forever, as minAvailable 1 would."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(names, names.disruption_budget),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(APP, names.base)}},
+    }
+
+
+def network_policy(spec: BrokerSpec, names: BrokerNames) -> Manifest:
+    """Redis accepts connections on 6379 only from pods labelled `<client_label>: "true"`: its
+    own task servers, and agents given the label, here or in `client_namespaces`."""
+    client = {"matchLabels": {spec.client_label_key: "true"}}
+    peers: list[Manifest] = [{"podSelector": client}]
+    peers += [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}, "podSelector": client}
+        for ns in spec.client_namespaces
+    ]
+    rules: list[Manifest] = [{"from": peers, "ports": [{"port": REDIS_PORT, "protocol": "TCP"}]}]
+    if spec.metrics.enabled:
+        # Metrics carry no task data; any scraper in the cluster may read them.
+        rules.append({"from": [{"namespaceSelector": {}}], "ports": [{"port": METRICS_PORT, "protocol": "TCP"}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(names, names.network_policy),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(APP, names.base)},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
+        },
+    }
+
+
+def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[str], queues: list[str]) -> Manifest:
     labels = common_labels(APP, names.base, COMPONENT)
+    images = [spec.image] + ([spec.metrics.image] if spec.metrics.enabled else [])
     data_volume: list[Manifest] = [] if spec.storage.enabled else [{"name": "data", "emptyDir": {}}]
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": _metadata(names, names.statefulset),
+        "metadata": {**_metadata(names, names.statefulset), "annotations": checkov_skip_annotations(images)},
         "spec": {
             "serviceName": names.headless_service,
             "replicas": 1,
@@ -115,16 +201,20 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
             "template": {
                 "metadata": {
                     "labels": labels,
-                    # A changed redis.conf restarts Redis; the ConfigMap alone would not.
+                    # A changed redis.conf or password restarts Redis; the objects alone would not.
                     "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
                 },
                 "spec": {
+                    "serviceAccountName": names.service_account,
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
                     "terminationGracePeriodSeconds": 60,
+                    **spec.pod_spec_fields(),
                     "containers": [
                         {
                             "name": "redis",
                             "image": spec.image,
-                            "imagePullPolicy": "IfNotPresent",
+                            "imagePullPolicy": image_pull_policy(spec.image),
                             "command": ["redis-server"],
                             "args": [f"{CONFIG_DIR}/{CONFIG_FILE}"],
                             "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
@@ -155,12 +245,14 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
                                 "failureThreshold": 6,
                             },
                             "resources": spec.compute_resources.to_manifest(),
+                            "securityContext": container_security_context(),
                             "volumeMounts": [
                                 {"name": "data", "mountPath": DATA_DIR},
                                 {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                                 {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
                             ],
-                        }
+                        },
+                        *([_exporter(spec, names, queues)] if spec.metrics.enabled else []),
                     ],
                     "volumes": [
                         {"name": "config", "configMap": {"name": names.config_map}},
@@ -187,6 +279,25 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
                 else {}
             ),
         },
+    }
+
+
+def _exporter(spec: BrokerSpec, names: BrokerNames, queues: list[str]) -> Manifest:
+    """redis_exporter, reporting each task-server queue's length as `redis_key_size`."""
+    return {
+        "name": "metrics",
+        "image": spec.metrics.image,
+        "imagePullPolicy": image_pull_policy(spec.metrics.image),
+        "env": [
+            {"name": "REDIS_ADDR", "value": f"redis://127.0.0.1:{REDIS_PORT}"},
+            {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": names.secret, "key": PASSWORD_KEY}}},
+            {"name": "REDIS_EXPORTER_CHECK_SINGLE_KEYS", "value": ",".join(f"db0={q}" for q in queues)},
+        ],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 3},
+        "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 30, "timeoutSeconds": 3},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
+        "securityContext": container_security_context(),
     }
 
 

@@ -6,11 +6,17 @@ from typing import Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from .common import ComponentName, ComputeResources, Image, Namespace, Quantity, StrictModel
+from .common import ComponentName, ComputeResources, Image, LabelKey, Namespace, Quantity, Scheduling, StrictModel
+from .names import kubernetes_name
+from .problems import CrossFieldProblem
 
 SUPPORTED_BROKER_TYPES = ("redis",)
 # Redis 7.2 is the last BSD-licensed line; pinned so every rollout runs the same server.
 DEFAULT_REDIS_IMAGE = "redis:7.2.7-alpine"
+DEFAULT_EXPORTER_IMAGE = "oliver006/redis_exporter:v1.62.0"
+DEFAULT_NAMESPACE = "gru"
+# Namespaces every cluster already has; a stack must not try to create or own them.
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 class BrokerStorage(StrictModel):
@@ -21,14 +27,44 @@ class BrokerStorage(StrictModel):
     storage_class: StrictStr | None = None
 
 
-class BrokerSpec(StrictModel):
+class BrokerMetrics(StrictModel):
+    """A redis_exporter sidecar on port 9121, and a ServiceMonitor only when asked for
+    (the Prometheus Operator's CRD may not exist in the cluster)."""
+
+    enabled: StrictBool = False
+    service_monitor: StrictBool = False
+    image: Image = DEFAULT_EXPORTER_IMAGE
+
+
+class BrokerSpec(Scheduling):
     type: Literal["redis"]
     name: ComponentName
-    namespace: Namespace = "default"
+    namespace: Namespace = DEFAULT_NAMESPACE
+    create_namespace: StrictBool = True
     image: Image = DEFAULT_REDIS_IMAGE
     max_memory_mb: StrictInt = Field(default=512, ge=16, le=1_048_576)
     storage: BrokerStorage = BrokerStorage()
     resources: ComputeResources | None = None
+    # Pods labelled `<client_label>: "true"` may connect (the broker's task servers carry it).
+    client_label: LabelKey | None = None
+    client_namespaces: list[Namespace] = Field(default_factory=list)
+    metrics: BrokerMetrics = BrokerMetrics()
+
+    @property
+    def client_label_key(self) -> str:
+        return self.client_label or f"gru.dev/client-of-{kubernetes_name(self.name)}"
+
+    def cross_field_problems(self) -> list[CrossFieldProblem]:
+        """Problems no single field shows: (path within this entry, message, fix)."""
+        problems: list[CrossFieldProblem] = []
+        if self.create_namespace and self.namespace in SYSTEM_NAMESPACES:
+            problems.append((("create_namespace",),
+                             f"namespace {self.namespace!r} always exists and must not be owned by a stack",
+                             "set `create_namespace: false`, or use a namespace of its own, like 'gru'"))
+        if self.metrics.service_monitor and not self.metrics.enabled:
+            problems.append((("metrics", "service_monitor"), "a ServiceMonitor needs the metrics exporter",
+                             "set `metrics: {enabled: true, service_monitor: true}`"))
+        return problems
 
     @property
     def compute_resources(self) -> ComputeResources:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
@@ -94,3 +94,68 @@ class ComputeResources(StrictModel):
             "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
             "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
         }
+
+
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _label_key(value: str) -> str:
+    prefix, _, name = value.rpartition("/")
+    if not _LABEL_NAME.match(name) or (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))):
+        raise invalid(
+            f"{value!r} is not a Kubernetes label key",
+            "use an optional DNS prefix and a name of at most 63 characters, like 'example.com/agent'",
+        )
+    return value
+
+
+LabelKey = Annotated[StrictStr, AfterValidator(_label_key)]
+
+
+class Toleration(StrictModel):
+    """A Kubernetes toleration, fields in snake_case."""
+
+    key: StrictStr | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: StrictStr | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: StrictInt | None = None
+
+    def to_manifest(self) -> dict[str, Any]:
+        fields = {"key": self.key, "operator": self.operator, "value": self.value, "effect": self.effect,
+                  "tolerationSeconds": self.toleration_seconds}
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+def _affinity(value: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"nodeAffinity", "podAffinity", "podAntiAffinity"}
+    unknown = set(value) - allowed
+    if unknown:
+        raise invalid(
+            f"affinity has unknown keys {sorted(unknown)}",
+            "write affinity exactly as in a Kubernetes pod spec: nodeAffinity, podAffinity, podAntiAffinity",
+        )
+    return value
+
+
+class Scheduling(StrictModel):
+    """Where a component's pods may run; passed through to the pod spec."""
+
+    node_selector: dict[LabelKey, StrictStr] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    # Kubernetes' own affinity object, camelCase, as it appears in a pod spec.
+    affinity: Annotated[dict[str, Any], AfterValidator(_affinity)] | None = None
+    priority_class_name: StrictStr | None = None
+
+    def pod_spec_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if self.node_selector:
+            fields["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            fields["tolerations"] = [t.to_manifest() for t in self.tolerations]
+        if self.affinity:
+            fields["affinity"] = self.affinity
+        if self.priority_class_name:
+            fields["priorityClassName"] = self.priority_class_name
+        return fields

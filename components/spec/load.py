@@ -8,18 +8,21 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .broker import SUPPORTED_BROKER_TYPES, BrokerSpec, BrokerStorage
-from .common import ComputeResources
+from .broker import SUPPORTED_BROKER_TYPES, BrokerMetrics, BrokerSpec, BrokerStorage
+from .common import ComputeResources, Toleration
 from .names import kubernetes_name
 from .problems import Path, Problem, SpecError
 from .stack import StackSpec
-from .task_server import SUPPORTED_TASK_SERVER_TYPES, TaskServerSpec
+from .task_server import SUPPORTED_TASK_SERVER_TYPES, Autoscaling, TaskServerSpec
 from .yaml_source import YamlDocument, YamlSourceError, parse_yaml, read_yaml
 
 SECTIONS: dict[str, type[BaseModel]] = {"broker": BrokerSpec, "task_server": TaskServerSpec}
 SUPPORTED_TYPES = {"broker": SUPPORTED_BROKER_TYPES, "task_server": SUPPORTED_TASK_SERVER_TYPES}
 # Models reachable under a field name, to suggest the right key for a typo anywhere.
-NESTED_MODELS: dict[str, type[BaseModel]] = {"storage": BrokerStorage, "resources": ComputeResources}
+NESTED_MODELS: dict[str, type[BaseModel]] = {
+    "storage": BrokerStorage, "resources": ComputeResources, "metrics": BrokerMetrics,
+    "autoscaling": Autoscaling, "tolerations": Toleration,
+}
 EXAMPLES = {
     "type": {"broker": "redis", "task_server": "celery"},
     "name": {"broker": "redis", "task_server": "task_server"},
@@ -79,14 +82,19 @@ def _validate(document: YamlDocument, display: str) -> StackSpec:
             continue
         for path, item in _entries(section, data[section], add):
             try:
-                validated[section].append((path, model.model_validate(item)))
+                spec = model.model_validate(item)
             except ValidationError as exc:
                 for error in exc.errors(include_url=False):
                     _add_pydantic_error(section, path, error, add)
+                continue
+            validated[section].append((path, spec))
+            for suffix, message, fix in spec.cross_field_problems():  # type: ignore[attr-defined]
+                add(path + suffix, message, fix)
 
     brokers: list[tuple[Path, BrokerSpec]] = validated["broker"]
     servers: list[tuple[Path, TaskServerSpec]] = validated["task_server"]
     _check_names(brokers, servers, add)
+    _check_namespace_ownership(brokers, add)
     # Names of brokers that failed validation still count, so their task servers are not
     # also told that their broker does not exist.
     declared = {b.get("name") for _, b in _entries("broker", data.get("broker"), lambda *a: None)}
@@ -119,7 +127,9 @@ def _entries(section: str, value: Any, add: Any) -> list[tuple[Path, Any]]:
 
 
 def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
-    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part[:1].isupper()))
+    # Drop pydantic's type-name and `[key]` segments: the path is the one the user wrote.
+    loc = tuple(part for part in error["loc"]
+                if not (isinstance(part, str) and (part[:1].isupper() or part == "[key]")))
     path: Path = base + loc
     field = str(loc[-1]) if loc else section
     kind = error["type"]
@@ -127,8 +137,8 @@ def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
     got = error.get("input")
 
     if kind == "extra_forbidden":
-        model = NESTED_MODELS.get(str(loc[-2])) if len(loc) >= 2 else SECTIONS[section]
-        model = model or SECTIONS[section]
+        parent = next((p for p in reversed(loc[:-1]) if isinstance(p, str)), None)
+        model = NESTED_MODELS.get(parent, SECTIONS[section]) if parent else SECTIONS[section]
         valid = list(model.model_fields)
         add(path, f"unknown field {field!r}",
             _did_you_mean(field, valid, "remove it; valid fields are " + ", ".join(valid)))
@@ -138,6 +148,8 @@ def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
     elif kind == "literal_error" and field == "type":
         supported = ", ".join(SUPPORTED_TYPES[section])
         add(path, f"unsupported {section} type {got!r}", f"use one of: {supported}")
+    elif kind == "literal_error":
+        add(path, f"{got!r} is not allowed", f"use one of: {ctx.get('expected', '')}")
     elif kind == "gru_invalid":
         add(path, ctx["reason"], ctx["fix"])
     elif kind == "int_type":
@@ -180,6 +192,20 @@ def _check_names(brokers: list[tuple[Path, BrokerSpec]], servers: list[tuple[Pat
                     "rename one of them")
         else:
             seen[k8s] = (kind, spec.name)
+
+
+def _check_namespace_ownership(brokers: list[tuple[Path, BrokerSpec]], add: Any) -> None:
+    """Brokers sharing a namespace must agree on whether the stack creates it."""
+    first: dict[str, tuple[str, bool]] = {}
+    for path, broker in brokers:
+        if broker.namespace not in first:
+            first[broker.namespace] = (broker.name, broker.create_namespace)
+            continue
+        other, creates = first[broker.namespace]
+        if creates != broker.create_namespace:
+            add(path + ("create_namespace",),
+                f"broker {other!r} in namespace {broker.namespace!r} has create_namespace: {str(creates).lower()}",
+                f"set the same create_namespace on every broker in namespace {broker.namespace!r}")
 
 
 def _check_broker_references(brokers: list[tuple[Path, BrokerSpec]],

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 Path = tuple[str | int, ...]
+# (path within one component entry, message, fix), for checks that span several fields.
+CrossFieldProblem = tuple[tuple[str, ...], str, str]
 
 
 def format_path(path: Path) -> str:

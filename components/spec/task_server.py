@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, Field, StrictBool, StrictInt, StrictStr
 
-from .common import MAX_REPLICAS, ComponentName, ComputeResources, Image, Namespace, StrictModel, invalid
+from .common import MAX_REPLICAS, ComponentName, ComputeResources, Image, Namespace, Scheduling, StrictModel, invalid
+from .problems import CrossFieldProblem
 
 SUPPORTED_TASK_SERVER_TYPES = ("celery",)
 # The project's own worker image, built from worker/ (see the README to build and push it).
@@ -43,7 +44,21 @@ AppPath = Annotated[StrictStr, AfterValidator(_app)]
 SHUTDOWN_HEADROOM_SECONDS = 30
 
 
-class TaskServerSpec(StrictModel):
+class Autoscaling(StrictModel):
+    """KEDA scaling on the Redis list length of the task server's queues."""
+
+    enabled: StrictBool = False
+    max_replicas: StrictInt = Field(default=10, ge=1, le=MAX_REPLICAS)
+    # Default: the replica's concurrency, so each replica has one queued task per process.
+    queue_length_per_replica: StrictInt | None = Field(default=None, ge=1)
+    polling_interval_seconds: StrictInt = Field(default=15, ge=1, le=3600)
+    # Default: the termination grace period plus a minute.
+    cooldown_seconds: StrictInt | None = Field(default=None, ge=1)
+    # Scale down by at most one pod per this many seconds.
+    scale_down_period_seconds: StrictInt = Field(default=300, ge=15, le=3600)
+
+
+class TaskServerSpec(Scheduling):
     type: Literal["celery"]
     name: ComponentName
     broker_resource_name: StrictStr
@@ -57,6 +72,31 @@ class TaskServerSpec(StrictModel):
     max_tasks_per_child: StrictInt | None = Field(default=100, ge=1)
     broker_wait_seconds: StrictInt = Field(default=300, ge=5, le=3600)
     resources: ComputeResources | None = None
+    autoscaling: Autoscaling = Autoscaling()
+
+    def cross_field_problems(self) -> list[CrossFieldProblem]:
+        """Problems no single field shows: (path within this entry, message, fix)."""
+        problems: list[CrossFieldProblem] = []
+        scaling = self.autoscaling
+        if scaling.enabled and scaling.max_replicas < self.replicas:
+            problems.append((("autoscaling", "max_replicas"),
+                             f"is {scaling.max_replicas}, below `replicas` ({self.replicas}), the autoscaler's floor",
+                             f"set max_replicas to at least {self.replicas}"))
+        if scaling.enabled and scaling.cooldown_seconds is not None \
+                and scaling.cooldown_seconds <= self.termination_grace_seconds:
+            problems.append((("autoscaling", "cooldown_seconds"),
+                             f"is {scaling.cooldown_seconds}s, not longer than the termination grace period "
+                             f"({self.termination_grace_seconds}s), so scale-down could kill busy workers",
+                             f"set it above {self.termination_grace_seconds}, or remove it for the default"))
+        return problems
+
+    @property
+    def queue_length_target(self) -> int:
+        return self.autoscaling.queue_length_per_replica or self.concurrency_per_replica
+
+    @property
+    def cooldown_seconds(self) -> int:
+        return self.autoscaling.cooldown_seconds or self.termination_grace_seconds + 60
 
     @property
     def termination_grace_seconds(self) -> int:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
 
+from .. import kubernetes_objects
 from ..broker import Broker
 from ..spec import TaskServerSpec
 from . import manifests
@@ -17,7 +17,8 @@ class TaskServer(pulumi.ComponentResource):
 
     The component and every resource in it depend on the Broker, so Pulumi creates and awaits
     Redis first and deletes the workers before it; each pod's init container waits for Redis
-    too. Outputs: `deployment_name`, `replicas`, `concurrency`.
+    too. With autoscaling on, KEDA owns the replica count above the `replicas` floor and the
+    program leaves it alone. Outputs: `deployment_name`, `replicas`, `concurrency`.
     """
 
     deployment_name: pulumi.Output[str]
@@ -32,17 +33,29 @@ class TaskServer(pulumi.ComponentResource):
         self.names = names = manifests.TaskServerNames(spec)
         child = pulumi.ResourceOptions(parent=self, depends_on=[broker])
 
-        dep = manifests.deployment(
-            spec,
-            names,
-            broker_host=broker.host,
-            broker_secret=broker.secret_name,
-            broker_image=broker.spec.image,
-            credentials_hash=broker.credentials_hash,
+        kubernetes_objects.create(manifests.service_account(names), child)
+        kubernetes_objects.create(manifests.network_policy(names), child)
+        kubernetes_objects.create(manifests.disruption_budget(names), child)
+        scaled = spec.autoscaling.enabled
+        self.deployment = kubernetes_objects.create(
+            manifests.deployment(
+                spec,
+                names,
+                broker_host=broker.host,
+                broker_secret=broker.secret_name,
+                broker_image=broker.spec.image,
+                broker_client_label=broker.spec.client_label_key,
+                credentials_hash=broker.credentials_hash,
+            ),
+            # The autoscaler moves spec.replicas; the next `pulumi up` must not move it back.
+            pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["spec.replicas"] if scaled else None)),
         )
-        self.deployment = k8s.apps.v1.Deployment(
-            names.deployment, metadata=dep["metadata"], spec=dep["spec"], opts=child
-        )
+        if scaled:
+            auth = kubernetes_objects.create(manifests.trigger_authentication(names, broker.secret_name), child)
+            kubernetes_objects.create(
+                manifests.scaled_object(spec, names, broker.host),
+                pulumi.ResourceOptions(parent=self, depends_on=[broker, auth, self.deployment]),
+            )
 
         self.deployment_name = pulumi.Output.from_input(names.deployment)
         self.replicas = pulumi.Output.from_input(spec.replicas)

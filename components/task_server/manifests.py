@@ -9,6 +9,12 @@ import pulumi
 from ..broker.manifests import PASSWORD_KEY, URL_KEY
 from ..broker.redis_config import REDIS_PORT
 from ..labels import CREDENTIALS_HASH_ANNOTATION, common_labels, selector_labels
+from ..pod_security import (
+    checkov_skip_annotations,
+    container_security_context,
+    image_pull_policy,
+    pod_security_context,
+)
 from ..spec import TaskServerSpec, kubernetes_name
 from .worker_settings import (
     BROKER_URL_ENV,
@@ -51,6 +57,15 @@ class TaskServerNames:
         self.base = kubernetes_name(spec.name)
         self.namespace: str = spec.namespace
         self.deployment = self.base
+        self.service_account = self.base
+        self.disruption_budget = self.base
+        self.network_policy = self.base
+        self.scaled_object = self.base
+        self.trigger_authentication = f"{self.base}-broker"
+
+
+def _metadata(names: TaskServerNames, name: str) -> Manifest:
+    return {"name": name, "namespace": names.namespace, "labels": common_labels(APP, names.base, COMPONENT)}
 
 
 def _secret_env(name: str, secret: pulumi.Input[str], key: str) -> Manifest:
@@ -67,6 +82,37 @@ def _probe(check: str, period: int, failures: int) -> Manifest:
     }
 
 
+def service_account(names: TaskServerNames) -> Manifest:
+    """Its own identity, with no API token: workers never talk to the Kubernetes API."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(names, names.service_account),
+        "automountServiceAccountToken": False,
+    }
+
+
+def disruption_budget(names: TaskServerNames) -> Manifest:
+    """A node drain evicts at most a quarter of the workers at once (at least one, so a drain
+    never blocks); each evicted worker gets its full grace period to finish its task."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(names, names.disruption_budget),
+        "spec": {"maxUnavailable": "25%", "selector": {"matchLabels": selector_labels(APP, names.base)}},
+    }
+
+
+def network_policy(names: TaskServerNames) -> Manifest:
+    """Nothing connects to a worker; it only connects out (broker, task dependencies)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(names, names.network_policy),
+        "spec": {"podSelector": {"matchLabels": selector_labels(APP, names.base)}, "policyTypes": ["Ingress"], "ingress": []},
+    }
+
+
 def deployment(
     spec: TaskServerSpec,
     names: TaskServerNames,
@@ -74,34 +120,53 @@ def deployment(
     broker_host: pulumi.Input[str],
     broker_secret: pulumi.Input[str],
     broker_image: str,
+    broker_client_label: str,
     credentials_hash: pulumi.Input[str],
 ) -> Manifest:
     labels = common_labels(APP, names.base, COMPONENT)
+    selector = selector_labels(APP, names.base)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": names.deployment, "namespace": names.namespace, "labels": labels},
+        "metadata": {**_metadata(names, names.deployment),
+                     "annotations": checkov_skip_annotations([spec.image, broker_image])},
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": 5,
-            "selector": {"matchLabels": selector_labels(APP, names.base)},
+            "selector": {"matchLabels": selector},
             # New workers come up before old ones start their warm shutdown.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "template": {
                 "metadata": {
-                    "labels": labels,
+                    # The client label is the NetworkPolicy's key to the broker.
+                    "labels": {**labels, broker_client_label: "true"},
                     # Changes exactly when the broker password does, rolling the workers onto it.
                     "annotations": {CREDENTIALS_HASH_ANNOTATION: credentials_hash},
                 },
                 "spec": {
+                    "serviceAccountName": names.service_account,
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
                     # SIGTERM starts Celery's warm shutdown; the longest task gets to finish.
                     "terminationGracePeriodSeconds": spec.termination_grace_seconds,
+                    # Spread over nodes and zones, so losing one takes few workers with it.
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": key,
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": selector},
+                            "matchLabelKeys": ["pod-template-hash"],
+                        }
+                        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+                    ],
+                    **spec.pod_spec_fields(),
                     "initContainers": [
                         {
                             "name": "wait-for-broker",
                             # The broker's own image: it has redis-cli, whatever the worker image is.
                             "image": broker_image,
-                            "imagePullPolicy": "IfNotPresent",
+                            "imagePullPolicy": image_pull_policy(broker_image),
                             "command": ["sh", "-c", WAIT_FOR_BROKER],
                             "env": [
                                 {"name": "BROKER_HOST", "value": broker_host},
@@ -113,13 +178,14 @@ def deployment(
                                 "requests": {"cpu": "10m", "memory": "16Mi"},
                                 "limits": {"cpu": "100m", "memory": "32Mi"},
                             },
+                            "securityContext": container_security_context(),
                         }
                     ],
                     "containers": [
                         {
                             "name": "worker",
                             "image": spec.image,
-                            "imagePullPolicy": "IfNotPresent",
+                            "imagePullPolicy": image_pull_policy(spec.image),
                             "command": ["celery"],
                             "args": worker_args(spec),
                             "env": [
@@ -135,11 +201,74 @@ def deployment(
                             # Readiness: the consumer holds a live broker connection.
                             "readinessProbe": _probe("ready", period=10, failures=3),
                             "resources": spec.compute_resources.to_manifest(),
-                            "volumeMounts": [{"name": "health", "mountPath": HEALTH_DIR}],
+                            "securityContext": container_security_context(),
+                            "volumeMounts": [
+                                {"name": "health", "mountPath": HEALTH_DIR},
+                                # The root filesystem is read-only; tasks get a scratch /tmp.
+                                {"name": "tmp", "mountPath": "/tmp"},
+                            ],
                         }
                     ],
-                    "volumes": [{"name": "health", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+                    "volumes": [
+                        {"name": "health", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
                 },
             },
+        },
+    }
+
+
+def trigger_authentication(names: TaskServerNames, broker_secret: pulumi.Input[str]) -> Manifest:
+    """KEDA reads the broker password from its Secret; no password in any KEDA object."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": _metadata(names, names.trigger_authentication),
+        "spec": {"secretTargetRef": [{"parameter": "password", "name": broker_secret, "key": PASSWORD_KEY}]},
+    }
+
+
+def scaled_object(spec: TaskServerSpec, names: TaskServerNames, broker_host: pulumi.Input[str]) -> Manifest:
+    """Replicas follow queue length: one replica per `queue_length_per_replica` waiting tasks
+    (default: its concurrency, since each process reserves one task). Scale-down waits out a
+    cooldown longer than the grace period and then removes one pod per period, so busy
+    workers are not killed mid-task."""
+    scaling = spec.autoscaling
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(names, names.scaled_object),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.deployment},
+            "minReplicaCount": spec.replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "pollingInterval": scaling.polling_interval_seconds,
+            "cooldownPeriod": spec.cooldown_seconds,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleDown": {
+                            # The HPA caps its window at an hour; KEDA's cooldown covers the last pod.
+                            "stabilizationWindowSeconds": min(spec.cooldown_seconds, 3600),
+                            "policies": [{"type": "Pods", "value": 1, "periodSeconds": scaling.scale_down_period_seconds}],
+                        }
+                    }
+                }
+            },
+            "triggers": [
+                {
+                    "type": "redis",
+                    "name": f"queue-{queue}".replace("_", "-").replace(".", "-").replace(":", "-").lower(),
+                    "metadata": {
+                        "address": pulumi.Output.concat(broker_host, f":{REDIS_PORT}"),
+                        "listName": queue,
+                        "listLength": str(spec.queue_length_target),
+                        "databaseIndex": "0",
+                    },
+                    "authenticationRef": {"name": names.trigger_authentication},
+                }
+                for queue in spec.queues
+            ],
         },
     }
