@@ -42,9 +42,15 @@ class RenderedObject:
         return str(self.manifest["metadata"].get("namespace", "cluster"))
 
 
-def evaluate_stack(stack: str, stacks_dir: Path = STACKS_DIR) -> Evaluation:
-    """Run the program for `stack` under the mock engine, with the stack's readable config."""
+def evaluate_stack(stack: str, stacks_dir: Path = STACKS_DIR, secret_config: dict[str, str] | None = None) -> Evaluation:
+    """Run the program for `stack` under the mock engine, with the stack's readable config.
+
+    `secret_config` adds secret config values (full keys, e.g. `gru:redis-password`), as
+    `pulumi config set --secret` would.
+    """
     config, secret_keys = read_stack_config(stacks_dir, stack)
+    config = {**config, **(secret_config or {})}
+    secret_keys = [*secret_keys, *(secret_config or {})]
     return evaluate(lambda: run(stacks_dir), stack=stack, config=config, secret_keys=secret_keys)
 
 
@@ -79,8 +85,9 @@ def creation_order(evaluation: Evaluation) -> list[Registration]:
     return sorted(objects, key=key)
 
 
-def render_stack(stack: str, stacks_dir: Path = STACKS_DIR, show_secrets: bool = False) -> list[RenderedObject]:
-    evaluation = evaluate_stack(stack, stacks_dir)
+def render_stack(stack: str, stacks_dir: Path = STACKS_DIR, show_secrets: bool = False,
+                 secret_config: dict[str, str] | None = None) -> list[RenderedObject]:
+    evaluation = evaluate_stack(stack, stacks_dir, secret_config)
     objects = []
     for registration in creation_order(evaluation):
         manifest = _plain(registration.inputs)

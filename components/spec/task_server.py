@@ -40,8 +40,10 @@ def _app(value: str) -> str:
 QueueName = Annotated[StrictStr, AfterValidator(_queue)]
 AppPath = Annotated[StrictStr, AfterValidator(_app)]
 
-# Seconds between SIGTERM's warm shutdown finishing the longest task and the kubelet's SIGKILL.
-SHUTDOWN_HEADROOM_SECONDS = 30
+# Seconds between the longest task finishing in warm shutdown and the kubelet's SIGKILL:
+# as long as the task itself, between 5 s and 30 s, so short-task fleets stay quick to roll.
+MIN_SHUTDOWN_HEADROOM_SECONDS = 5
+MAX_SHUTDOWN_HEADROOM_SECONDS = 30
 
 
 class Autoscaling(StrictModel):
@@ -101,7 +103,8 @@ class TaskServerSpec(Scheduling):
     @property
     def termination_grace_seconds(self) -> int:
         """Long enough for SIGTERM's warm shutdown to finish the longest task."""
-        return self.max_task_seconds + SHUTDOWN_HEADROOM_SECONDS
+        headroom = min(MAX_SHUTDOWN_HEADROOM_SECONDS, max(MIN_SHUTDOWN_HEADROOM_SECONDS, self.max_task_seconds))
+        return self.max_task_seconds + headroom
 
     @property
     def visibility_timeout_seconds(self) -> int:

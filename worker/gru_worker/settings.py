@@ -22,10 +22,18 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     visibility_timeout = int(env.get("GRU_VISIBILITY_TIMEOUT", "3600"))
+    transport_options = {
+        # Must outlast the longest task, or Redis hands a running task to a second worker.
+        "visibility_timeout": visibility_timeout,
+        # kombu sweeps for tasks of dead workers only every interval x throttle seconds
+        # (100 s by default), on top of the visibility timeout. Sweep every eighth of the
+        # timeout (1 to 60 s), every time: one ZRANGE per worker per sweep.
+        "unacked_restore_interval": max(1, min(60, visibility_timeout // 8)),
+        "unacked_restore_throttle": 1,
+    }
     settings: dict[str, Any] = {
         "broker_url": env.get("CELERY_BROKER_URL"),
-        # Must outlast the longest task, or Redis hands a running task to a second worker.
-        "broker_transport_options": {"visibility_timeout": visibility_timeout},
+        "broker_transport_options": transport_options,
         # Acknowledge after the task ran: a task whose worker died is delivered again.
         "task_acks_late": _flag(env, "GRU_ACKS_LATE", True),
         # ...including when the pool process itself is killed (OOM, SIGKILL).

@@ -1,0 +1,366 @@
+"""Run the manifests `gru render` produces as local processes bound to 127.0.0.1.
+
+No cluster runs here, but Redis and Celery do. The runner plays the kubelet for the rendered
+objects: for each container it takes the rendered command, arguments and environment
+(`value`, `secretKeyRef` from the rendered Secret, `fieldRef` to the pod name, `$(VAR)`
+expansion), materialises the ConfigMap and Secret volumes as files, and execs the command
+directly (exec form, no shell in between, so signals reach it as they would in a pod).
+
+What it must translate, and nothing else, is listed in TRANSLATIONS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Manifest = dict[str, Any]
+REDIS_PORT = 6379
+
+TRANSLATIONS = (
+    "Service DNS name and port (<broker>.<ns>.svc.cluster.local:6379) -> 127.0.0.1:<free port>, in env values, "
+    "in the init container's BROKER_HOST/BROKER_PORT and in the Redis probe's `-p 6379`",
+    "redis-server gets `--port <free port> --bind 127.0.0.1` appended (the rendered redis.conf binds all interfaces)",
+    "volume mount paths (/data, /etc/redis, /etc/redis/auth, /tmp, /var/run/gru-health) -> per-pod local directories, "
+    "in arguments, environment values and files materialised from ConfigMaps",
+    "`celery` -> the celery of the running Python; the worker image's /app (PYTHONPATH) -> the repository's worker/",
+    "TMPDIR points at the pod's /tmp volume, since the process does not see the rendered mount",
+)
+
+_VAR_REF = re.compile(r"\$\((\w+)\)|\$\$")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion of command and args: unknown references stay as they are."""
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+    return _VAR_REF.sub(replace, text)
+
+
+@dataclass
+class LocalProcess:
+    """One started container: its process, its log, and how to stop it like the kubelet."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Signal the container's main process only, as the kubelet's SIGTERM does."""
+        if self.running():
+            self.popen.send_signal(sig)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of the container (its process group), as at grace-period end."""
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.popen.wait(timeout=30)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout=timeout)
+
+
+@dataclass
+class _Broker:
+    name: str
+    namespace: str
+    port: int
+    host: str
+    statefulset: Manifest
+    data_dir: Path | None = None
+    process: LocalProcess | None = None
+
+
+@dataclass
+class LocalStack:
+    """The objects of one rendered stack (rendered with Secret values shown), runnable here."""
+
+    objects: list[Manifest]
+    workdir: Path
+    worker_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "worker")
+    _processes: list[LocalProcess] = field(default_factory=list)
+    _brokers: dict[str, _Broker] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for sts in self._of_kind("StatefulSet"):
+            meta = sts["metadata"]
+            host = f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
+            self._brokers[meta["name"]] = _Broker(meta["name"], meta["namespace"], free_port(), host, sts)
+
+    @classmethod
+    def from_directory(cls, rendered: Path, workdir: Path) -> LocalStack:
+        import yaml
+
+        objects = [yaml.safe_load(p.read_text()) for p in sorted(rendered.glob("*.yaml"))]
+        return cls(objects, workdir)
+
+    # --- lookups -------------------------------------------------------------------------
+
+    def _of_kind(self, kind: str) -> list[Manifest]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def _object(self, kind: str, name: str) -> Manifest:
+        (found,) = [o for o in self._of_kind(kind) if o["metadata"]["name"] == name]
+        return found
+
+    def _secret_value(self, name: str, key: str) -> str:
+        data = self._object("Secret", name).get("stringData", {})
+        value = data.get(key)
+        if value is None or value.startswith("<redacted"):
+            raise ValueError(f"Secret {name}/{key} is redacted: render with --show-secrets for the local runner")
+        return str(value)
+
+    def deployment(self, name: str) -> Manifest:
+        return self._object("Deployment", name)
+
+    def broker_port(self, broker: str = "redis") -> int:
+        return self._brokers[broker].port
+
+    def broker_url(self, broker: str = "redis") -> str:
+        """The rendered Secret's broker URL, pointed at the local Redis."""
+        b = self._brokers[broker]
+        secret = b.statefulset["spec"]["template"]["spec"]["volumes"]
+        secret_name = next(v["secret"]["secretName"] for v in secret if "secret" in v)
+        return self._translate_hosts(self._secret_value(secret_name, "broker-url"))
+
+    def broker_password(self, broker: str = "redis") -> str:
+        volumes = self._brokers[broker].statefulset["spec"]["template"]["spec"]["volumes"]
+        secret_name = next(v["secret"]["secretName"] for v in volumes if "secret" in v)
+        return self._secret_value(secret_name, "redis-password")
+
+    # --- translation ---------------------------------------------------------------------
+
+    def _translate_hosts(self, text: str) -> str:
+        for b in self._brokers.values():
+            text = text.replace(f"{b.host}:{REDIS_PORT}", f"127.0.0.1:{b.port}").replace(b.host, "127.0.0.1")
+        return text
+
+    def _env(self, container: Manifest, pod_name: str, mounts: dict[str, Path]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for item in container.get("env", []):
+            if "value" in item:
+                value = expand(str(item["value"]), env)
+            else:
+                source = item["valueFrom"]
+                if "secretKeyRef" in source:
+                    ref = source["secretKeyRef"]
+                    value = self._secret_value(ref["name"], ref["key"])
+                elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
+                    value = pod_name
+                else:
+                    raise NotImplementedError(f"env source {source} is not supported by the local runner")
+            env[item["name"]] = self._translate_paths(self._translate_hosts(value), mounts)
+        return env
+
+    @staticmethod
+    def _translate_paths(text: str, mounts: dict[str, Path]) -> str:
+        if not mounts:
+            return text
+        # One pass, longest mount path first (/etc/redis/auth before /etc/redis), so a
+        # replacement is never itself rewritten.
+        paths = "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
+        return re.sub(rf"(?<![\w/])({paths})(?=/|\b|$)", lambda m: str(mounts[m.group(1)]), text)
+
+    def _mounts(self, pod: Manifest, container: Manifest, pod_dir: Path) -> dict[str, Path]:
+        """Materialise the container's volumes under `pod_dir`; mount path -> local directory."""
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        mounts: dict[str, Path] = {}
+        for mount in container.get("volumeMounts", []):
+            local = pod_dir / "volumes" / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            mounts[mount["mountPath"]] = local
+        for mount in container.get("volumeMounts", []):
+            volume = volumes.get(mount["name"], {})
+            local = mounts[mount["mountPath"]]
+            if "configMap" in volume:
+                data = self._object("ConfigMap", volume["configMap"]["name"])["data"]
+                for key, text in data.items():
+                    # Files from ConfigMaps name mount paths too (redis.conf's `dir` and `include`).
+                    (local / key).write_text(self._translate_paths(text, mounts))
+            elif "secret" in volume:
+                source = volume["secret"]
+                for item in source.get("items", []):
+                    path = local / item["path"]
+                    path.write_text(self._secret_value(source["secretName"], item["key"]))
+                    path.chmod(0o600)
+        return mounts
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> LocalProcess:
+        log_path = self.workdir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        base = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "HOME") if k in os.environ}
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(argv, env={**base, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        process = LocalProcess(name, popen, log_path)
+        self._processes.append(process)
+        return process
+
+    # --- the broker ----------------------------------------------------------------------
+
+    def start_broker(self, broker: str = "redis", wait_ready: float = 20.0) -> LocalProcess:
+        """Start Redis with the rendered command, args, env and config files."""
+        b = self._brokers[broker]
+        pod = b.statefulset["spec"]["template"]["spec"]
+        (container,) = [c for c in pod["containers"] if c["name"] == "redis"]
+        pod_dir = self.workdir / f"{broker}-0"
+        if b.data_dir is None:
+            pod_dir.mkdir(parents=True, exist_ok=True)
+        mounts = self._mounts(pod, container, pod_dir)
+        b.data_dir = mounts.get("/data")
+        env = self._env(container, f"{broker}-0", mounts)
+        argv = [expand(a, env) for a in container["command"] + container.get("args", [])]
+        argv = [self._translate_paths(a, mounts) for a in argv]
+        argv += ["--port", str(b.port), "--bind", "127.0.0.1"]
+        b.process = self._spawn(f"{broker}-0", argv, env, pod_dir)
+        if wait_ready:
+            self.wait_broker_ready(broker, wait_ready)
+        return b.process
+
+    def broker_probe(self, broker: str = "redis", probe: str = "readinessProbe") -> bool:
+        """Run the rendered probe command (with its container's env), as the kubelet would."""
+        b = self._brokers[broker]
+        pod = b.statefulset["spec"]["template"]["spec"]
+        (container,) = [c for c in pod["containers"] if c["name"] == "redis"]
+        env = self._env(container, f"{broker}-0", {})
+        command = [c.replace(f"-p {REDIS_PORT}", f"-p {b.port}") for c in container[probe]["exec"]["command"]]
+        base = {"PATH": os.environ.get("PATH", "")}
+        result = subprocess.run(command, env={**base, **env}, capture_output=True, timeout=30)
+        return result.returncode == 0
+
+    def wait_broker_ready(self, broker: str = "redis", timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        process = self._brokers[broker].process
+        while time.monotonic() < deadline:
+            if process is not None and not process.running():
+                raise RuntimeError(f"redis-server exited with {process.popen.returncode}:\n{process.log()}")
+            if self.broker_probe(broker):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"broker {broker} not ready within {timeout}s")
+
+    def stop_broker(self, broker: str = "redis", timeout: float = 30.0) -> int:
+        """SIGTERM, as on pod deletion: Redis flushes its append-only file and exits."""
+        process = self._brokers[broker].process
+        assert process is not None
+        process.signal(signal.SIGTERM)
+        return process.wait(timeout)
+
+    # --- task servers --------------------------------------------------------------------
+
+    def _pod(self, server: str) -> Manifest:
+        return dict(self.deployment(server)["spec"]["template"]["spec"])
+
+    def start_wait_step(self, server: str, index: int = 0) -> LocalProcess:
+        """The pod's init container: waits until the broker answers an authenticated PING."""
+        pod = self._pod(server)
+        (init,) = pod["initContainers"]
+        pod_name = f"{server}-local-{index}"
+        pod_dir = self.workdir / pod_name
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        rendered_host = next(e.get("value") for e in init["env"] if e["name"] == "BROKER_HOST")
+        broker = next(b for b in self._brokers.values() if b.host == rendered_host)
+        env = self._env(init, pod_name, {})
+        env["BROKER_PORT"] = str(broker.port)
+        argv = [expand(a, env) for a in init["command"] + init.get("args", [])]
+        return self._spawn(f"{pod_name}-init", argv, env, pod_dir)
+
+    def start_worker(self, server: str, index: int = 0) -> LocalProcess:
+        """The worker container, with the rendered command, arguments and environment."""
+        pod = self._pod(server)
+        (container,) = pod["containers"]
+        pod_name = f"{server}-local-{index}"
+        pod_dir = self.workdir / pod_name
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        mounts = self._mounts(pod, container, pod_dir)
+        env = self._env(container, pod_name, mounts)
+        env["PYTHONPATH"] = str(self.worker_dir)
+        if "/tmp" in mounts:
+            env["TMPDIR"] = str(mounts["/tmp"])
+        argv = [expand(a, env) for a in container["command"] + container.get("args", [])]
+        argv = [self._translate_paths(a, mounts) for a in argv]
+        if argv[0] == "celery":
+            argv[0] = str(Path(sys.executable).with_name("celery"))
+        return self._spawn(pod_name, argv, env, pod_dir)
+
+    def start_pod(self, server: str, index: int = 0, init_timeout: float = 60.0) -> LocalProcess:
+        """Init container to completion, then the worker: a pod's start, in order."""
+        init = self.start_wait_step(server, index)
+        code = init.wait(init_timeout)
+        if code != 0:
+            raise RuntimeError(f"init container of {server}-local-{index} failed ({code}):\n{init.log()}")
+        return self.start_worker(server, index)
+
+    def start_replicas(self, server: str, replicas: int | None = None) -> list[LocalProcess]:
+        count = self.deployment(server)["spec"]["replicas"] if replicas is None else replicas
+        return [self.start_pod(server, i) for i in range(count)]
+
+    def health_file(self, server: str, index: int, name: str) -> Path:
+        return self.workdir / f"{server}-local-{index}" / "volumes" / "health" / name
+
+    def wait_workers_ready(self, server: str, indexes: Iterable[int], timeout: float = 60.0) -> None:
+        """Until each worker's readiness file exists: its consumer holds a broker connection."""
+        deadline = time.monotonic() + timeout
+        pending = set(indexes)
+        while pending and time.monotonic() < deadline:
+            pending = {i for i in pending if not self.health_file(server, i, "ready").exists()}
+            time.sleep(0.1)
+        if pending:
+            logs = "\n".join(p.log()[-2000:] for p in self._processes if p.name.startswith(server))
+            raise TimeoutError(f"workers {sorted(pending)} of {server} not ready within {timeout}s\n{logs}")
+
+    # --- cleanup -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every process this runner started: SIGTERM, then SIGKILL to the group."""
+        for process in reversed(self._processes):
+            process.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in reversed(self._processes):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            process.kill_all()
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def have_redis() -> bool:
+    return shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None

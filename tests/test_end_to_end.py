@@ -1,0 +1,219 @@
+"""The rendered containers, run as local processes on loopback: real redis-server, real Celery
+workers with exactly the rendered commands, arguments and environment (localrun/)."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
+
+from gru.render import render_stack
+from localrun import LocalStack
+from localrun.runner import have_redis
+
+pytestmark = pytest.mark.skipif(not have_redis(), reason="needs redis-server and redis-cli (bash .ci/run installs them)")
+
+PASSWORD = "p@ss:w/rd%#?-e2e"
+# Short tasks: grace period 3 + 5 = 8 s, visibility timeout 16 s, so redelivery tests are quick.
+STACK = """
+broker:
+  type: redis
+  name: redis
+  max_memory_mb: {max_memory_mb}
+task_server:
+  type: celery
+  name: task_server
+  replicas: 2
+  concurrency_per_replica: 1
+  broker_resource_name: redis
+  max_task_seconds: 3
+  broker_wait_seconds: {wait}
+"""
+SERVER = "task-server"
+
+MakeStack = Callable[..., LocalStack]
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[MakeStack]:
+    started: list[LocalStack] = []
+
+    def make(max_memory_mb: int = 64, wait: int = 60) -> LocalStack:
+        stacks = tmp_path / "stacks"
+        stacks.mkdir(exist_ok=True)
+        (stacks / "e2e.yaml").write_text(STACK.format(max_memory_mb=max_memory_mb, wait=wait))
+        objects = [o.manifest for o in render_stack("e2e", stacks, show_secrets=True,
+                                                    secret_config={"gru:redis-password": PASSWORD})]
+        stack = LocalStack(objects, tmp_path / "run")
+        started.append(stack)
+        return stack
+
+    yield make
+    for stack in started:
+        stack.close()
+        # Every test stops what it started.
+        assert all(not p.running() for p in stack._processes)
+
+
+def client(stack: LocalStack) -> Celery:
+    app = Celery("e2e-client", broker=stack.broker_url(), backend=stack.broker_url())
+    app.conf.broker_connection_retry_on_startup = True
+    return app
+
+
+def send_sleep(app: Celery, seconds: float, count: int = 1) -> list[tuple[str, AsyncResult]]:
+    tokens = [uuid.uuid4().hex for _ in range(count)]
+    return [(t, app.send_task("gru.sleep", args=[seconds, t])) for t in tokens]
+
+
+def wait_state(result: AsyncResult, state: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while result.state != state:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {result.id} still {result.state}, wanted {state}")
+        time.sleep(0.05)
+
+
+def test_tasks_through_the_rendered_broker_url_all_complete(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    assert "%40" in stack.broker_url() and PASSWORD not in stack.broker_url()
+    stack.start_broker()
+    stack.start_replicas(SERVER)
+    stack.wait_workers_ready(SERVER, [0, 1])
+    app = client(stack)
+    sent = send_sleep(app, 0.05, count=40)
+    assert [r.get(timeout=60) for _, r in sent] == [t for t, _ in sent]
+    # Both replicas took work: two Celery nodes named after their pods.
+    logs = [p.log() for p in stack._processes if p.name.startswith(f"{SERVER}-local-") and not p.name.endswith("init")]
+    assert all("Task gru.sleep" in log for log in logs)
+    assert any("celery@task-server-local-0 ready" in log for log in logs)
+
+
+def test_the_password_reaches_redis_only_from_the_secret(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    stack.start_broker()
+    port = stack.broker_port()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, password="wrong").ping()
+    assert redis.Redis(host="127.0.0.1", port=port, password=PASSWORD).ping()
+    ps = Path(f"/proc/{stack._brokers['redis'].process.pid}/cmdline").read_bytes()  # type: ignore[union-attr]
+    assert PASSWORD.encode() not in ps
+
+
+def test_workers_wait_for_the_broker_then_work(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    init = stack.start_wait_step(SERVER, 0)
+    time.sleep(3)
+    assert init.running(), init.log()
+    assert "waiting for broker" in init.log() and "not ready yet" in init.log()
+    stack.start_broker()
+    assert init.wait(30) == 0
+    assert "is ready" in init.log()
+    stack.start_worker(SERVER, 0)
+    stack.wait_workers_ready(SERVER, [0])
+    assert client(stack).send_task("gru.ping").get(timeout=30) == "pong"
+
+
+def test_the_wait_is_bounded_and_says_why(make_stack: MakeStack) -> None:
+    stack = make_stack(wait=5)
+    init = stack.start_wait_step(SERVER, 0)
+    assert init.wait(30) == 1
+    assert "did not answer within 5s" in init.log()
+
+
+def test_a_task_of_a_killed_worker_is_delivered_again(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    stack.start_broker()
+    doomed = stack.start_pod(SERVER, 0)
+    stack.wait_workers_ready(SERVER, [0])
+    app = client(stack)
+    ((token, result),) = send_sleep(app, 2.0)
+    wait_state(result, "STARTED", 30)
+    # The pod dies at once: every process of the container, no warm shutdown.
+    doomed.kill_all()
+    stack.start_pod(SERVER, 1)
+    # Redelivered once the visibility timeout (16 s) passes, and completed.
+    assert result.get(timeout=90) == token
+
+
+def test_sigterm_finishes_the_running_task_and_takes_no_new_ones(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    stack.start_broker()
+    worker = stack.start_pod(SERVER, 0)
+    stack.wait_workers_ready(SERVER, [0])
+    app = client(stack)
+    ((token, running),) = send_sleep(app, 2.0)
+    wait_state(running, "STARTED", 30)
+    queued = send_sleep(app, 0.1, count=3)
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    grace = stack.deployment(SERVER)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert worker.wait(grace) == 0
+    assert time.monotonic() - started < grace
+    assert running.get(timeout=5) == token
+    assert all(r.state == "PENDING" for _, r in queued)
+    assert worker.log().count("Task gru.sleep") == 2  # received and succeeded, the running task only
+    # Another worker picks up what the stopped one left.
+    stack.start_pod(SERVER, 1)
+    assert [r.get(timeout=60) for _, r in queued] == [t for t, _ in queued]
+
+
+@pytest.mark.parametrize("how", ["graceful", "crash"])
+def test_queued_tasks_survive_a_redis_restart(make_stack: MakeStack, how: str) -> None:
+    stack = make_stack()
+    stack.start_broker()
+    app = client(stack)
+    sent = send_sleep(app, 0.01, count=50)
+    port = stack.broker_port()
+    assert redis.Redis(host="127.0.0.1", port=port, password=PASSWORD).llen("celery") == 50
+    if how == "graceful":
+        assert stack.stop_broker() == 0
+    else:
+        time.sleep(1.5)  # appendfsync everysec: what is a second old is on disk
+        stack._brokers["redis"].process.kill_all()  # type: ignore[union-attr]
+    stack.start_broker()
+    assert redis.Redis(host="127.0.0.1", port=port, password=PASSWORD).llen("celery") == 50
+    stack.start_replicas(SERVER)
+    assert [r.get(timeout=60) for _, r in sent] == [t for t, _ in sent]
+
+
+def test_a_full_broker_refuses_writes_and_keeps_what_it_has(make_stack: MakeStack) -> None:
+    stack = make_stack(max_memory_mb=16)
+    stack.start_broker()
+    app = client(stack)
+    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    payload = "x" * 256 * 1024
+    accepted = 0
+    with pytest.raises(OperationalError) as refused:
+        for _ in range(1000):  # 250 MiB at most: far past the 16 MiB limit
+            app.send_task("gru.sleep", args=[0, payload], retry=False)
+            accepted += 1
+    assert "command not allowed when used memory > 'maxmemory'" in str(refused.value)
+    assert accepted > 10
+    assert db.llen("celery") == accepted
+    assert db.info("stats")["evicted_keys"] == 0
+    assert db.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+
+
+def test_readiness_follows_the_broker_connection(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    stack.start_broker()
+    stack.start_pod(SERVER, 0)
+    stack.wait_workers_ready(SERVER, [0])
+    ready = stack.health_file(SERVER, 0, "ready")
+    assert stack.stop_broker() == 0
+    deadline = time.monotonic() + 30
+    while ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not ready.exists(), "worker still reports ready without a broker"
+    stack.start_broker()
+    stack.wait_workers_ready(SERVER, [0], timeout=60)
+    assert client(stack).send_task("gru.ping").get(timeout=30) == "pong"

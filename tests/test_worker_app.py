@@ -1,0 +1,56 @@
+"""The shipped worker app's contract with the rendered environment, and its probe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from components.spec import parse_stack_spec
+from components.task_server.worker_settings import app_settings_env
+from gru_worker.probe import check
+from gru_worker.settings import settings_from_env
+
+from .conftest import ROOT, SEED_YAML
+
+
+def test_settings_follow_the_rendered_environment() -> None:
+    (server,) = parse_stack_spec(SEED_YAML.encode(), "dev.yaml").task_servers
+    env = {**app_settings_env(server), "CELERY_BROKER_URL": "redis://:x@h:6379/0", "GRU_RESULT_BACKEND_URL": "redis://:x@h:6379/0"}
+    settings = settings_from_env(env)
+    transport = settings["broker_transport_options"]
+    assert transport["visibility_timeout"] == server.visibility_timeout_seconds > server.termination_grace_seconds
+    # Tasks of dead workers are swept for at least every eighth of the timeout, not every 100 s.
+    assert transport["unacked_restore_throttle"] == 1
+    assert transport["unacked_restore_interval"] <= server.visibility_timeout_seconds // 8
+    assert settings["task_acks_late"] is True
+    assert settings["task_reject_on_worker_lost"] is True
+    assert settings["worker_prefetch_multiplier"] == 1
+    assert settings["result_backend"] == env["GRU_RESULT_BACKEND_URL"]
+
+
+def test_flags_can_be_turned_off() -> None:
+    settings = settings_from_env({"GRU_ACKS_LATE": "false", "GRU_VISIBILITY_TIMEOUT": "16"})
+    assert settings["task_acks_late"] is False
+    assert settings["broker_transport_options"]["unacked_restore_interval"] == 2
+    assert "result_backend" not in settings
+
+
+def test_probe_reads_file_age(tmp_path: Path) -> None:
+    assert check("alive", 60, tmp_path) == (False, f"{tmp_path / 'alive'} does not exist")
+    (tmp_path / "alive").touch()
+    assert check("alive", 60, tmp_path)[0] is True
+    old = time.time() - 120
+    os.utime(tmp_path / "alive", (old, old))
+    ok, message = check("alive", 60, tmp_path)
+    assert not ok and "limit 60s" in message
+
+
+def test_probe_command_exit_codes(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "worker"), "GRU_HEALTH_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "gru_worker.probe", "ready", "--max-age=60"]
+    assert subprocess.run(command, env=env, capture_output=True).returncode == 1
+    (tmp_path / "ready").touch()
+    assert subprocess.run(command, env=env, capture_output=True).returncode == 0
