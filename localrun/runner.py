@@ -297,8 +297,13 @@ class LocalStack:
         argv = [expand(a, env) for a in init["command"] + init.get("args", [])]
         return self._spawn(f"{pod_name}-init", argv, env, pod_dir)
 
-    def start_worker(self, server: str, index: int = 0) -> LocalProcess:
-        """The worker container, with the rendered command, arguments and environment."""
+    def start_worker(self, server: str, index: int = 0, replace_args: dict[str, str] | None = None,
+                     extra_env: dict[str, str] | None = None) -> LocalProcess:
+        """The worker container, with the rendered command, arguments and environment.
+
+        `replace_args` and `extra_env` exist for comparisons (benchmarks/fleet.py runs Celery's
+        defaults next to the rendered settings); tests of the rendered stack pass neither.
+        """
         pod = self._pod(server)
         (container,) = pod["containers"]
         pod_name = f"{server}-local-{index}"
@@ -309,23 +314,25 @@ class LocalStack:
         env["PYTHONPATH"] = str(self.worker_dir)
         if "/tmp" in mounts:
             env["TMPDIR"] = str(mounts["/tmp"])
+        env.update(extra_env or {})
         argv = [expand(a, env) for a in container["command"] + container.get("args", [])]
+        argv = [(replace_args or {}).get(a, a) for a in argv]
         argv = [self._translate_paths(a, mounts) for a in argv]
         if argv[0] == "celery":
             argv[0] = str(Path(sys.executable).with_name("celery"))
         return self._spawn(pod_name, argv, env, pod_dir)
 
-    def start_pod(self, server: str, index: int = 0, init_timeout: float = 60.0) -> LocalProcess:
+    def start_pod(self, server: str, index: int = 0, init_timeout: float = 60.0, **worker: Any) -> LocalProcess:
         """Init container to completion, then the worker: a pod's start, in order."""
         init = self.start_wait_step(server, index)
         code = init.wait(init_timeout)
         if code != 0:
             raise RuntimeError(f"init container of {server}-local-{index} failed ({code}):\n{init.log()}")
-        return self.start_worker(server, index)
+        return self.start_worker(server, index, **worker)
 
-    def start_replicas(self, server: str, replicas: int | None = None) -> list[LocalProcess]:
+    def start_replicas(self, server: str, replicas: int | None = None, **worker: Any) -> list[LocalProcess]:
         count = self.deployment(server)["spec"]["replicas"] if replicas is None else replicas
-        return [self.start_pod(server, i) for i in range(count)]
+        return [self.start_pod(server, i, **worker) for i in range(count)]
 
     def health_file(self, server: str, index: int, name: str) -> Path:
         return self.workdir / f"{server}-local-{index}" / "volumes" / "health" / name

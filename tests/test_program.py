@@ -76,6 +76,9 @@ def test_replicas_and_concurrency_land_in_the_deployment(evaluate_yaml: Evaluate
     assert "--prefetch-multiplier=1" in worker["args"]
     # Requests follow concurrency: three processes, three times the per-process CPU.
     assert worker["resources"]["requests"]["cpu"] == "750m"
+    # A pool process is recycled past 3/4 of its 512 MiB share of the limit, not every N tasks.
+    assert "--max-memory-per-child=393216" in worker["args"]
+    assert not any(a.startswith("--max-tasks-per-child") for a in worker["args"])
     assert evaluation.outputs["task_server_replicas"] == 7
     assert evaluation.outputs["task_server_concurrency"] == 3
 
@@ -225,3 +228,12 @@ def test_exports_per_component(evaluate_yaml: EvaluateYaml) -> None:
         "task_server_replicas": 4,
         "task_server_concurrency": 1,
     }
+
+
+def test_memory_recycling_follows_explicit_resources(evaluate_yaml: EvaluateYaml) -> None:
+    text = SEED_YAML + "  resources: {cpu_request: 500m, memory_request: 1Gi, cpu_limit: '1', memory_limit: 2Gi}\n"
+    text += "  max_tasks_per_child: 5000\n"
+    (deployment,) = evaluate_yaml(text).of_type(DEPLOYMENT)
+    args = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--max-memory-per-child={(2048 - 128) * 3 // 4 * 1024}" in args
+    assert "--max-tasks-per-child=5000" in args

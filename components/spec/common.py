@@ -68,6 +68,17 @@ def _component_name(value: str) -> str:
     return value
 
 
+_UNIT_MIB = {"": 1 / 2**20, "m": 1 / 2**20 / 1000, "k": 1000 / 2**20, "M": 10**6 / 2**20, "G": 10**9 / 2**20,
+             "T": 10**12 / 2**20, "P": 10**15 / 2**20, "E": 10**18 / 2**20, "Ki": 1 / 1024, "Mi": 1,
+             "Gi": 1024, "Ti": 1024**2, "Pi": 1024**3, "Ei": 1024**4}
+
+
+def quantity_to_mib(value: str) -> float:
+    """A validated memory quantity ('640Mi', '1G', '2Gi') in MiB."""
+    number, unit = re.match(r"^([0-9.]+)([A-Za-z]*)$", value).groups()  # type: ignore[union-attr]
+    return float(number) * _UNIT_MIB[unit]
+
+
 Quantity = Annotated[StrictStr, AfterValidator(_quantity)]
 Image = Annotated[StrictStr, AfterValidator(_image)]
 Namespace = Annotated[StrictStr, AfterValidator(_namespace)]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StrictBool, StrictInt, StrictStr
 
-from .common import MAX_REPLICAS, ComponentName, ComputeResources, Image, Namespace, Scheduling, StrictModel, invalid
+from .common import MAX_REPLICAS, ComponentName, ComputeResources, Image, Namespace, Scheduling, StrictModel, invalid, quantity_to_mib
 from .problems import CrossFieldProblem
 
 SUPPORTED_TASK_SERVER_TYPES = ("celery",)
@@ -40,6 +40,9 @@ def _app(value: str) -> str:
 QueueName = Annotated[StrictStr, AfterValidator(_queue)]
 AppPath = Annotated[StrictStr, AfterValidator(_app)]
 
+# Memory of a worker pod's main process, beside its pool processes.
+WORKER_BASE_MEMORY_MIB = 128
+
 # Seconds between the longest task finishing in warm shutdown and the kubelet's SIGKILL:
 # as long as the task itself, between 5 s and 30 s, so short-task fleets stay quick to roll.
 MIN_SHUTDOWN_HEADROOM_SECONDS = 5
@@ -71,7 +74,10 @@ class TaskServerSpec(Scheduling):
     app: AppPath = DEFAULT_WORKER_APP
     queues: list[QueueName] = Field(default_factory=lambda: ["celery"], min_length=1)
     max_task_seconds: StrictInt = Field(default=600, ge=1, le=7 * 24 * 3600)
-    max_tasks_per_child: StrictInt | None = Field(default=100, ge=1)
+    # Off by default: each recycle leaves the process slot empty for seconds (measured 1.5-3 s),
+    # a stall every N tasks for a one-process pod. Memory-based recycling guards leaks instead.
+    max_tasks_per_child: StrictInt | None = Field(default=None, ge=1)
+    max_memory_per_child_mb: StrictInt | None = Field(default=None, ge=16)
     broker_wait_seconds: StrictInt = Field(default=300, ge=5, le=3600)
     resources: ComputeResources | None = None
     autoscaling: Autoscaling = Autoscaling()
@@ -112,6 +118,15 @@ class TaskServerSpec(Scheduling):
         return 2 * self.termination_grace_seconds
 
     @property
+    def recycle_memory_mb(self) -> int:
+        """A pool process is replaced after a task leaves it above this: explicit, or three
+        quarters of its share of the container's memory limit (before the OOM killer acts)."""
+        if self.max_memory_per_child_mb is not None:
+            return self.max_memory_per_child_mb
+        share = (quantity_to_mib(self.compute_resources.memory_limit) - WORKER_BASE_MEMORY_MIB) / self.concurrency_per_replica
+        return max(16, int(share * 3 / 4))
+
+    @property
     def compute_resources(self) -> ComputeResources:
         """Explicit resources, or ones that follow concurrency: one Celery process per slot."""
         if self.resources is not None:
@@ -119,7 +134,7 @@ class TaskServerSpec(Scheduling):
         c = self.concurrency_per_replica
         return ComputeResources(
             cpu_request=f"{250 * c}m",
-            memory_request=f"{256 * c + 128}Mi",
+            memory_request=f"{256 * c + WORKER_BASE_MEMORY_MIB}Mi",
             cpu_limit=f"{1000 * c}m",
-            memory_limit=f"{512 * c + 128}Mi",
+            memory_limit=f"{512 * c + WORKER_BASE_MEMORY_MIB}Mi",
         )

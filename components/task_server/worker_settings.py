@@ -39,6 +39,8 @@ def worker_args(spec: TaskServerSpec) -> list[str]:
         "--without-gossip",
         "--without-mingle",
     ]
+    # Against leaks: replace a pool process that grew past its share of the memory limit.
+    args.append(f"--max-memory-per-child={spec.recycle_memory_mb * 1024}")
     if spec.max_tasks_per_child is not None:
         args.append(f"--max-tasks-per-child={spec.max_tasks_per_child}")
     return args

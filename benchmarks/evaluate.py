@@ -1,0 +1,114 @@
+"""Program evaluation time and peak memory for stacks of 1, 10, 100 and 1000 task servers,
+next to the floor: as many bare Kubernetes resources, registered under the same mock engine
+with no program logic. Each measurement runs in a fresh process.
+
+    venv/bin/python benchmarks/evaluate.py [--sizes 1,10,100,1000] [--repeat 3]
+
+Prints one row per size, then whether cost grows linearly; the key figure (the ratio to the
+floor at the largest size) comes last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stack_yaml(task_servers: int) -> str:
+    lines = ["broker:", "  type: redis", "  name: redis", "task_server:"]
+    for i in range(task_servers):
+        lines.append(f"  - {{type: celery, name: workers_{i}, replicas: 2, broker_resource_name: redis}}")
+    return "\n".join(lines) + "\n"
+
+
+def measure_program(task_servers: int) -> dict[str, float]:
+    """In this (fresh) process: evaluate the real program for a stack of `task_servers`."""
+    from components.program import run
+    from gru.mock_engine import evaluate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stacks = Path(tmp)
+        (stacks / "bench.yaml").write_text(stack_yaml(task_servers))
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        evaluation = evaluate(lambda: run(stacks), stack="bench")
+        seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kubernetes = len(evaluation.kubernetes_objects)
+    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024,
+            "registrations": len(evaluation.registrations), "kubernetes_objects": kubernetes}
+
+
+def measure_floor(count: int) -> dict[str, float]:
+    """In this (fresh) process: `count` bare ConfigMaps under the same mock engine."""
+    import pulumi_kubernetes as k8s
+
+    from gru.mock_engine import evaluate
+
+    config_map = k8s.core.v1.ConfigMap  # pulumi_kubernetes imports submodules lazily: not timed
+
+    def program() -> None:
+        for i in range(count):
+            config_map(f"cm-{i}", metadata={"name": f"cm-{i}", "namespace": "gru"}, data={"k": "v"})
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    evaluate(program, stack="bench")
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024}
+
+
+def in_fresh_process(kind: str, size: int) -> dict[str, float]:
+    result = subprocess.run([sys.executable, __file__, "--child", kind, str(size)], capture_output=True, text=True,
+                            cwd=ROOT, check=True)
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,10,100,1000")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size; the fastest counts")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, size = args.child[0], int(args.child[1])
+        sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
+        print(json.dumps(measure_program(size) if kind == "program" else measure_floor(size)))
+        return
+
+    print(f"# machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}, "
+          f"{__import__('os').cpu_count()} cores")
+    print(f"{'task servers':>12} {'k8s objects':>11} {'program s':>10} {'floor s':>8} {'ratio':>6} "
+          f"{'ms/server':>9} {'program MiB':>11} {'floor MiB':>9}")
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        program = min((in_fresh_process("program", size) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+        count = int(program["kubernetes_objects"])
+        floor = min((in_fresh_process("floor", count) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+        ratio = program["seconds"] / floor["seconds"]
+        rows.append((size, program, floor, ratio))
+        print(f"{size:>12} {count:>11} {program['seconds']:>10.3f} {floor['seconds']:>8.3f} {ratio:>6.2f} "
+              f"{1000 * program['seconds'] / size:>9.2f} {program['growth_mib']:>11.1f} {floor['growth_mib']:>9.1f}")
+
+    if len(rows) >= 2:
+        (s0, p0, _, _), (s1, p1, _, _) = rows[-2], rows[-1]
+        growth = (p1["seconds"] / p0["seconds"]) / (s1 / s0)
+        verdict = "linear" if growth < 1.5 else "SUPERLINEAR"
+        print(f"growth from {s0} to {s1} task servers: time x{p1['seconds'] / p0['seconds']:.1f} for size x{s1 / s0:.0f} "
+              f"-> {verdict} (per-size factor {growth:.2f}, 1.0 is linear)")
+    size, _, _, ratio = rows[-1]
+    print(f"KEY: program / floor at {size} task servers = {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
