@@ -7,6 +7,7 @@ and dependencies, so tests and `gru render` see exactly what `pulumi up` would a
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,12 +55,21 @@ class Evaluation:
 
 
 class _Mocks(pulumi_mocks.Mocks):
-    """Resources echo their inputs; generated passwords are fresh random values per run."""
+    """Resources echo their inputs. Generated passwords are fresh random values, or, with
+    `stable_secrets`, derived from the resource name so that repeated evaluations (and the
+    hashes of credentials in rendered annotations) do not change between runs. Stable values
+    are only for output where Secret values are redacted: they are predictable."""
+
+    def __init__(self, stable_secrets: bool = False) -> None:
+        self.stable_secrets = stable_secrets
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
-            state["result"] = secrets.token_urlsafe(24)
+            if self.stable_secrets:
+                state["result"] = hashlib.sha256(f"gru-mock-password:{args.name}".encode()).hexdigest()[:32]
+            else:
+                state["result"] = secrets.token_urlsafe(24)
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -101,17 +111,19 @@ def evaluate(
     secret_keys: list[str] | None = None,
     preview: bool = False,
     into: Evaluation | None = None,
+    stable_secrets: bool = False,
 ) -> Evaluation:
     """Run `program` as stack `stack` of this project and return what it registered and exported.
 
     `config` keys are full Pulumi keys (`gru:redis-password`). Exceptions the program raises
     propagate unchanged; pass `into` to see what was registered before one was raised.
     """
-    monitor = RecordingMonitor(_Mocks())
+    mocks = _Mocks(stable_secrets)
+    monitor = RecordingMonitor(mocks)
     settings.reset_options(project=PROJECT, stack=stack, preview=preview)
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
-    pulumi_mocks.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     set_all_config(dict(config or {}), list(secret_keys or []))
     result = into if into is not None else Evaluation()
     result.registrations = monitor.registrations

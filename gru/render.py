@@ -42,7 +42,8 @@ class RenderedObject:
         return str(self.manifest["metadata"].get("namespace", "cluster"))
 
 
-def evaluate_stack(stack: str, stacks_dir: Path = STACKS_DIR, secret_config: dict[str, str] | None = None) -> Evaluation:
+def evaluate_stack(stack: str, stacks_dir: Path = STACKS_DIR, secret_config: dict[str, str] | None = None,
+                   stable_secrets: bool = False) -> Evaluation:
     """Run the program for `stack` under the mock engine, with the stack's readable config.
 
     `secret_config` adds secret config values (full keys, e.g. `gru:redis-password`), as
@@ -51,7 +52,8 @@ def evaluate_stack(stack: str, stacks_dir: Path = STACKS_DIR, secret_config: dic
     config, secret_keys = read_stack_config(stacks_dir, stack)
     config = {**config, **(secret_config or {})}
     secret_keys = [*secret_keys, *(secret_config or {})]
-    return evaluate(lambda: run(stacks_dir), stack=stack, config=config, secret_keys=secret_keys)
+    return evaluate(lambda: run(stacks_dir), stack=stack, config=config, secret_keys=secret_keys,
+                    stable_secrets=stable_secrets)
 
 
 # Helm's install order: what a workload mounts or runs as exists before the workload.
@@ -87,7 +89,9 @@ def creation_order(evaluation: Evaluation) -> list[Registration]:
 
 def render_stack(stack: str, stacks_dir: Path = STACKS_DIR, show_secrets: bool = False,
                  secret_config: dict[str, str] | None = None) -> list[RenderedObject]:
-    evaluation = evaluate_stack(stack, stacks_dir, secret_config)
+    # Redacted output gets stable stand-in passwords, so renders of the same stack are
+    # byte-identical (PR diffs show only real changes); shown secrets are always fresh.
+    evaluation = evaluate_stack(stack, stacks_dir, secret_config, stable_secrets=not show_secrets)
     objects = []
     for registration in creation_order(evaluation):
         manifest = _plain(registration.inputs)

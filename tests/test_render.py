@@ -100,3 +100,17 @@ def test_cli_usage_error_exits_2() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["render"])
     assert caught.value.code == 2
+
+
+def test_redacted_renders_are_identical_run_to_run(tmp_path: Path) -> None:
+    first = write_manifests(render_stack("dev", ROOT / "stacks"), tmp_path / "a")
+    second = write_manifests(render_stack("dev", ROOT / "stacks"), tmp_path / "b")
+    assert [p.read_text() for p in first] == [p.read_text() for p in second]
+
+
+def test_shown_secrets_are_fresh_each_render() -> None:
+    def password() -> str:
+        (secret,) = [o for o in render_stack("dev", ROOT / "stacks", show_secrets=True) if o.kind == "Secret"]
+        return str(secret.manifest["stringData"]["redis-password"])
+
+    assert password() != password()
