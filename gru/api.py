@@ -55,6 +55,7 @@ from .render import RenderedObject, render_stack, write_manifests
 from .results import ChangeSummary, ComponentRef, RenderResult, SetupResult, UpResult
 
 __all__ = [
+    "check_engine",
     "DEV_STACK",
     "EXIT_FAILED",
     "PULUMI_INSTALL_URL",
@@ -154,6 +155,11 @@ def render(
 
 def _engine(engine: Engine | None, project_dir: Path | None) -> Engine:
     return engine if engine is not None else PulumiEngine(project_dir)
+
+
+def check_engine(stack: str, command: str, project_dir: Path | None = None, engine: Engine | None = None) -> None:
+    """GruError unless `stack` can be driven here (the Pulumi CLI, a backend, a passphrase)."""
+    _engine(engine, project_dir).check(stack, command)
 
 
 def _require_confirmation(yes: bool, confirm: Confirm | None, what: str) -> None:

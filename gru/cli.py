@@ -65,11 +65,13 @@ def _progress(args: argparse.Namespace) -> api.OnOutput:
     return show
 
 
-def _confirmation(args: argparse.Namespace, command: str, action: str) -> api.Confirm | None:
+def _confirmation(args: argparse.Namespace, stack: str, command: str, action: str) -> api.Confirm | None:
     """None with --yes; a prompt on a terminal; otherwise a refusal (GruError, exit 1)."""
     if args.yes:
         return None
     if not sys.stdin.isatty():
+        # A missing Pulumi CLI (or passphrase) is the more fundamental problem: say that first.
+        api.check_engine(stack, command, args.project_dir)
         raise api.GruError(
             f"python -m gru {command}: refusing to {action} without confirmation: standard input is not a terminal, so "
             "gru cannot ask. Pass --yes to go ahead without asking (in CI, after reviewing a preview)."
@@ -118,7 +120,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    confirm = None if args.preview_only else _confirmation(args, "component setup", f"deploy cluster {args.cluster_name!r}")
+    confirm = None if args.preview_only else _confirmation(args, args.cluster_name, "component setup",
+                                                                   f"deploy cluster {args.cluster_name!r}")
     result = api.setup(
         args.cluster_name,
         args.config_file,
@@ -150,7 +153,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    confirm = _confirmation(args, "up", f"update stack {args.stack!r}")
+    confirm = _confirmation(args, args.stack, "up", f"update stack {args.stack!r}")
     result = api.up(args.stack, yes=args.yes, confirm=confirm, show_secrets=args.show_secrets,
                     project_dir=args.project_dir, on_output=_progress(args))
     if args.json:
@@ -162,7 +165,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    confirm = _confirmation(args, "destroy", f"delete every resource of stack {args.stack!r}")
+    confirm = _confirmation(args, args.stack, "destroy", f"delete every resource of stack {args.stack!r}")
     summary = api.destroy(args.stack, yes=args.yes, confirm=confirm, project_dir=args.project_dir, on_output=_progress(args))
     if args.json:
         _emit_json({"ok": True, "stack": args.stack, **summary.to_json()})
@@ -289,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), as_json, api.GruError.from_spec_error(error).to_json())
     except PlaintextPasswordError as error:
         return _fail(str(error), as_json)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`); __main__ exits quietly
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         return _fail(f"gru: {error.strerror or error}{where}", as_json)

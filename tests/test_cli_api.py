@@ -608,7 +608,8 @@ def test_changes_without_yes_are_refused_when_stdin_is_not_a_terminal(
     code, out, err = run_cli(project, [a.replace("{broker}", str(broker)) for a in argv], capsys)
     assert code == 1
     assert "--yes" in err and "not a terminal" in err
-    assert fake_engine.calls == []
+    # Only the read-only readiness check ran (CLI, passphrase): nothing previewed or applied.
+    assert [call for call in fake_engine.calls if call[0] != "check"] == []
     assert snapshot(project / "stacks") == before
 
 
@@ -753,3 +754,21 @@ def test_missing_cli_from_a_real_process_has_no_traceback(project: Path, tmp_pat
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "Pulumi CLI" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_cli_is_reported_before_asking_for_confirmation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["up", "--stack", "dev"]) == 1
+    err = capsys.readouterr().err
+    assert "needs the Pulumi CLI" in err and "refusing" not in err
+
+
+def test_a_closed_pipe_gives_no_traceback() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "gru", "validate", "--stack", "dev", "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader goes away before gru writes
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err
