@@ -4,6 +4,7 @@ temporary stacks directory."""
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,13 @@ from gru.mock_engine import Evaluation, evaluate  # noqa: E402
 SEED_YAML = (ROOT / "stacks" / "dev.yaml").read_text()
 
 EvaluateYaml = Callable[..., Evaluation]
+# The characters a broker URL must encode; every generated test password ends with them.
+URL_SPECIALS = "@:/%#?"
+
+
+def make_password() -> str:
+    """A fresh password for one test run: no credential lives in the test files."""
+    return secrets.token_urlsafe(12) + URL_SPECIALS
 
 
 @pytest.fixture

@@ -15,13 +15,15 @@ from celery import Celery
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
-from gru.render import render_stack
+from gru.render import render_stack, write_manifests
 from localrun import LocalStack
 from localrun.runner import have_redis
 
+from .conftest import make_password
+
 pytestmark = pytest.mark.skipif(not have_redis(), reason="needs redis-server and redis-cli (bash .ci/run installs them)")
 
-PASSWORD = "p@ss:w/rd%#?-e2e"
+PASSWORD = make_password()
 # Short tasks: grace period 3 + 5 = 8 s, visibility timeout 16 s, so redelivery tests are quick.
 STACK = """
 broker:
@@ -50,9 +52,11 @@ def make_stack(tmp_path: Path) -> Iterator[MakeStack]:
         stacks = tmp_path / "stacks"
         stacks.mkdir(exist_ok=True)
         (stacks / "e2e.yaml").write_text(STACK.format(max_memory_mb=max_memory_mb, wait=wait))
-        objects = [o.manifest for o in render_stack("e2e", stacks, show_secrets=True,
-                                                    secret_config={"gru:redis-password": PASSWORD})]
-        stack = LocalStack(objects, tmp_path / "run")
+        rendered = tmp_path / "rendered"
+        write_manifests(render_stack("e2e", stacks, show_secrets=True, secret_config={"gru:redis-password": PASSWORD}),
+                        rendered)
+        # What `gru render --show-secrets` wrote, read back from disk, as a user would run it.
+        stack = LocalStack.from_directory(rendered, tmp_path / "run")
         started.append(stack)
         return stack
 

@@ -10,7 +10,7 @@ import pytest
 from components.broker.redis_config import redis_auth_conf
 from gru.mock_engine import Evaluation, Registration
 
-from .conftest import SEED_YAML, EvaluateYaml, dumps
+from .conftest import SEED_YAML, URL_SPECIALS, EvaluateYaml, dumps, make_password
 
 SECRET = "kubernetes:core/v1:Secret"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -106,7 +106,7 @@ def test_workers_wait_for_an_authenticated_broker_ping(evaluate_yaml: EvaluateYa
 
 
 def test_no_password_appears_outside_the_secret(evaluate_yaml: EvaluateYaml) -> None:
-    password = "s3cr3t@:/%#?pass"
+    password = make_password()
     evaluation = evaluate_yaml(SEED_YAML, config={"gru:redis-password": password},
                                secret_keys=["gru:redis-password"])
     data = secret_data(evaluation)
@@ -123,11 +123,12 @@ def test_no_password_appears_outside_the_secret(evaluate_yaml: EvaluateYaml) -> 
 
 
 def test_broker_url_url_encodes_the_password(evaluate_yaml: EvaluateYaml) -> None:
-    password = "p@ss:w/rd%#?"
+    password = make_password()
     evaluation = evaluate_yaml(SEED_YAML, config={"gru:redis-password": password},
                                secret_keys=["gru:redis-password"])
     url = secret_data(evaluation)["broker-url"]
-    assert url == "redis://:p%40ss%3Aw%2Frd%25%23%3F@redis.gru.svc.cluster.local:6379/0"
+    token = password.removesuffix(URL_SPECIALS)  # URL-safe already
+    assert url == f"redis://:{token}%40%3A%2F%25%23%3F@redis.gru.svc.cluster.local:6379/0"
 
 
 def test_generated_password_is_used_when_none_is_configured(evaluate_yaml: EvaluateYaml) -> None:
@@ -142,7 +143,7 @@ def test_plaintext_password_in_config_is_refused_before_anything_registers(evalu
     from components.program import PlaintextPasswordError
 
     with pytest.raises(PlaintextPasswordError, match="config set --secret redis-password"):
-        evaluate_yaml(SEED_YAML, config={"gru:redis-password": "visible"})
+        evaluate_yaml(SEED_YAML, config={"gru:redis-password": make_password()})
 
 
 def test_new_password_rolls_the_workers(evaluate_yaml: EvaluateYaml) -> None:
@@ -152,10 +153,11 @@ def test_new_password_rolls_the_workers(evaluate_yaml: EvaluateYaml) -> None:
         (deployment,) = evaluation.of_type(DEPLOYMENT)
         return deployment.inputs["spec"]["template"]["metadata"]["annotations"]["gru.dev/broker-credentials-hash"]
 
-    first = annotation("one-password")
-    assert first == annotation("one-password")
-    assert first != annotation("another-password")
-    assert "one-password" not in first
+    one, another = make_password(), make_password()
+    first = annotation(one)
+    assert first == annotation(one)
+    assert first != annotation(another)
+    assert one not in first
 
 
 def test_workers_read_the_broker_url_from_the_secret(evaluate_yaml: EvaluateYaml) -> None:
