@@ -48,7 +48,7 @@ def _configured_password(config: pulumi.Config, broker_name: str) -> pulumi.Outp
     if not is_config_secret(full_key):
         raise PlaintextPasswordError(
             f"stack config {full_key} holds broker {broker_name!r}'s password in plaintext. "
-            f"Fix: pulumi config rm {key} && pulumi config set --secret {key} <password>"
+            f"Fix: pulumi config rm {key} && pulumi config set --secret {key} (it prompts for the value)"
         )
     return config.require_secret(key)
 

@@ -263,7 +263,7 @@ def _stack_config_text(cluster: str) -> str:
         "# kubeconfig's current context is used):\n"
         f"#   pulumi config set --stack {cluster} kubernetes:context <kube-context>\n"
         "# Optionally, a broker's password (otherwise one is generated and kept in the stack's state):\n"
-        f"#   pulumi config set --stack {cluster} --secret <broker name>-password '<password>'\n"
+        f"#   pulumi config set --stack {cluster} --secret <broker name>-password   (prompts for the value)\n"
         "config: {}\n"
     )
 
