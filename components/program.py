@@ -70,8 +70,10 @@ def deploy(spec: StackSpec) -> dict[str, Broker | TaskServer]:
     for broker_spec in spec.brokers:
         password = passwords[broker_spec.name]
         owned = namespaces.get(broker_spec.namespace) if broker_spec.create_namespace else None
-        queues = [q for server in spec.task_servers_of(broker_spec) for q in server.queues]
-        broker = Broker(broker_spec, password=password, queues=queues,
+        servers = spec.task_servers_of(broker_spec)
+        queues = [q for server in servers for q in server.queues]
+        autoscaled = any(server.autoscaling.enabled for server in servers)
+        broker = Broker(broker_spec, password=password, queues=queues, autoscaled=autoscaled,
                         opts=pulumi.ResourceOptions(depends_on=[owned] if owned else None))
         brokers[broker_spec.name] = components[broker_spec.name] = broker
         pulumi.export(f"{broker_spec.name}_host", broker.host)

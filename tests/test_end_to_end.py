@@ -16,6 +16,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
 from gru.render import render_stack, write_manifests
+from gru_worker.probe import check as probe_check
 from localrun import LocalStack
 from localrun.runner import have_redis
 
@@ -218,6 +219,12 @@ def test_readiness_follows_the_broker_connection(make_stack: MakeStack) -> None:
     while ready.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not ready.exists(), "worker still reports ready without a broker"
+    # Not ready, but alive: a restart could not bring the broker back.
+    alive = stack.health_file(SERVER, 0, "alive")
+    time.sleep(2)
+    assert probe_check("alive", 1, alive.parent)[0], "liveness fails while the worker waits for its broker"
+    assert not probe_check("ready", 60, alive.parent)[0]
     stack.start_broker()
     stack.wait_workers_ready(SERVER, [0], timeout=60)
+    assert not (alive.parent / "reconnecting").exists()
     assert client(stack).send_task("gru.ping").get(timeout=30) == "pong"

@@ -239,3 +239,10 @@ def test_memory_recycling_follows_explicit_resources(evaluate_yaml: EvaluateYaml
     args = deployment.inputs["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--max-memory-per-child={(2048 - 128) * 3 // 4 * 1024}" in args
     assert "--max-tasks-per-child=5000" in args
+
+
+def test_cluster_domain_reaches_every_broker_address(evaluate_yaml: EvaluateYaml) -> None:
+    text = SEED_YAML.replace("name: redis\n", "name: redis\n  cluster_domain: corp.internal\n", 1)
+    evaluation = evaluate_yaml(text)
+    assert evaluation.outputs["redis_host"] == "redis.gru.svc.corp.internal"
+    assert "@redis.gru.svc.corp.internal:6379/0" in secret_data(evaluation)["broker-url"]

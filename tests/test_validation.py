@@ -74,6 +74,10 @@ CASES: list[tuple[str, bytes, list[str]]] = [
     ("bad toleration", (SEED_YAML + "  tolerations: [{key: a, effect: Sometimes}]\n").encode(),
      ["task_server.tolerations[0].effect"]),
     ("unknown affinity", (SEED_YAML + "  affinity: {nodeAffinty: {}}\n").encode(), ["affinity has unknown keys ['nodeAffinty']"]),
+    ("scale-down period the HPA rejects", (SEED_YAML + "  autoscaling: {enabled: true, scale_down_period_seconds: 3600}\n").encode(),
+     ["task_server.autoscaling.scale_down_period_seconds: must be at most 1800"]),
+    ("repeated queue", (SEED_YAML + "  queues: [celery, bulk, celery]\n").encode(), ["task_server.queues: lists 'celery' more than once"]),
+    ("bad cluster domain", b"broker: {type: redis, name: r, cluster_domain: 'not a domain'}\n", ["is not a DNS domain"]),
     ("brokers disagree on their namespace", b"broker:\n  - {type: redis, name: a}\n  - {type: redis, name: b, create_namespace: false}\n",
      ["broker[1].create_namespace: broker 'a' in namespace 'gru' has create_namespace: true"]),
 ]

@@ -48,6 +48,12 @@ def test_probe_reads_file_age(tmp_path: Path) -> None:
     assert not ok and "limit 60s" in message
 
 
+def test_a_reconnecting_worker_is_alive_but_not_ready(tmp_path: Path) -> None:
+    (tmp_path / "reconnecting").touch()
+    assert check("alive", 60, tmp_path)[0] is True
+    assert check("ready", 60, tmp_path)[0] is False
+
+
 def test_probe_command_exit_codes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "worker"), "GRU_HEALTH_DIR": str(tmp_path)}
     command = [sys.executable, "-m", "gru_worker.probe", "ready", "--max-age=60"]

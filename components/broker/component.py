@@ -34,7 +34,8 @@ class Broker(pulumi.ComponentResource):
     """Redis as a Celery broker: Secret, config, identity, Services, NetworkPolicy,
     disruption budget and a StatefulSet with its volume (plus metrics when enabled).
 
-    `queues` are the queues its task servers consume, for the metrics exporter.
+    `queues` are the queues its task servers consume, for the metrics exporter; `autoscaled`
+    says one of them scales with KEDA, whose operator must then reach Redis.
     Outputs: `host`, `port`, `secret_name` (holds `redis-password` and `broker-url`),
     `url` (secret) and `credentials_hash` (changes exactly when the password does).
     """
@@ -46,7 +47,8 @@ class Broker(pulumi.ComponentResource):
     credentials_hash: pulumi.Output[str]
 
     def __init__(self, spec: BrokerSpec, password: pulumi.Input[str] | None = None,
-                 queues: list[str] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
+                 queues: list[str] | None = None, autoscaled: bool = False,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, spec.name, None, opts)
         self.spec = spec
         self.names = names = manifests.BrokerNames(spec)
@@ -68,7 +70,7 @@ class Broker(pulumi.ComponentResource):
         conf = redis_conf(spec)
         self.config_map = kubernetes_objects.create(manifests.config_map(names, conf), child)
         self.service_account = kubernetes_objects.create(manifests.service_account(names), child)
-        self.network_policy = kubernetes_objects.create(manifests.network_policy(spec, names), child)
+        self.network_policy = kubernetes_objects.create(manifests.network_policy(spec, names, autoscaled), child)
         self.disruption_budget = kubernetes_objects.create(manifests.disruption_budget(names), child)
         self.headless_service = kubernetes_objects.create(manifests.headless_service(names), child)
         self.service = kubernetes_objects.create(manifests.service(names), child)

@@ -53,7 +53,7 @@ class BrokerNames:
         self.disruption_budget = self.base
         self.network_policy = self.base
         self.service_monitor = self.base
-        self.host = f"{self.service}.{self.namespace}.svc.cluster.local"
+        self.host = f"{self.service}.{self.namespace}.svc.{spec.cluster_domain}"
 
 
 def _metadata(names: BrokerNames, name: str) -> Manifest:
@@ -160,15 +160,21 @@ def disruption_budget(names: BrokerNames) -> Manifest:
     }
 
 
-def network_policy(spec: BrokerSpec, names: BrokerNames) -> Manifest:
+def network_policy(spec: BrokerSpec, names: BrokerNames, autoscaled: bool) -> Manifest:
     """Redis accepts connections on 6379 only from pods labelled `<client_label>: "true"`: its
-    own task servers, and agents given the label, here or in `client_namespaces`."""
+    own task servers, and agents given the label, here or in `client_namespaces`; and, when
+    one of its task servers autoscales, from KEDA's operator, which reads the queue lengths."""
     client = {"matchLabels": {spec.client_label_key: "true"}}
     peers: list[Manifest] = [{"podSelector": client}]
     peers += [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}, "podSelector": client}
         for ns in spec.client_namespaces
     ]
+    if autoscaled:
+        peers.append({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": spec.keda_namespace}},
+            "podSelector": {"matchLabels": {"app": "keda-operator"}},
+        })
     rules: list[Manifest] = [{"from": peers, "ports": [{"port": REDIS_PORT, "protocol": "TCP"}]}]
     if spec.metrics.enabled:
         # Metrics carry no task data; any scraper in the cluster may read them.

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from .common import ComponentName, ComputeResources, Image, LabelKey, Namespace, Quantity, Scheduling, StrictModel
+from .common import ComponentName, ComputeResources, DnsDomain, Image, LabelKey, Namespace, Quantity, Scheduling, StrictModel
 from .names import kubernetes_name
 from .problems import CrossFieldProblem
 
@@ -49,6 +49,9 @@ class BrokerSpec(Scheduling):
     client_label: LabelKey | None = None
     client_namespaces: list[Namespace] = Field(default_factory=list)
     metrics: BrokerMetrics = BrokerMetrics()
+    # Where the autoscaler (KEDA's operator) runs; it reads queue lengths from Redis.
+    keda_namespace: Namespace = "keda"
+    cluster_domain: DnsDomain = "cluster.local"
 
     @property
     def client_label_key(self) -> str:

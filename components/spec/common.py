@@ -124,6 +124,15 @@ def _label_key(value: str) -> str:
 LabelKey = Annotated[StrictStr, AfterValidator(_label_key)]
 
 
+def _dns_domain(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise invalid(f"{value!r} is not a DNS domain", "write the cluster's DNS domain, like 'cluster.local'")
+    return value
+
+
+DnsDomain = Annotated[StrictStr, AfterValidator(_dns_domain)]
+
+
 class Toleration(StrictModel):
     """A Kubernetes toleration, fields in snake_case."""
 

@@ -60,7 +60,8 @@ class Autoscaling(StrictModel):
     # Default: the termination grace period plus a minute.
     cooldown_seconds: StrictInt | None = Field(default=None, ge=1)
     # Scale down by at most one pod per this many seconds.
-    scale_down_period_seconds: StrictInt = Field(default=300, ge=15, le=3600)
+    # The HPA API accepts policy periods up to 1800 s.
+    scale_down_period_seconds: StrictInt = Field(default=300, ge=15, le=1800)
 
 
 class TaskServerSpec(Scheduling):
@@ -85,6 +86,10 @@ class TaskServerSpec(Scheduling):
     def cross_field_problems(self) -> list[CrossFieldProblem]:
         """Problems no single field shows: (path within this entry, message, fix)."""
         problems: list[CrossFieldProblem] = []
+        repeated = sorted({q for q in self.queues if self.queues.count(q) > 1})
+        if repeated:
+            problems.append((("queues",), f"lists {', '.join(map(repr, repeated))} more than once",
+                             "list each queue once"))
         scaling = self.autoscaling
         if scaling.enabled and scaling.max_replicas < self.replicas:
             problems.append((("autoscaling", "max_replicas"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pulumi
@@ -233,7 +234,8 @@ def scaled_object(spec: TaskServerSpec, names: TaskServerNames, broker_host: pul
     """Replicas follow queue length: one replica per `queue_length_per_replica` waiting tasks
     (default: its concurrency, since each process reserves one task). Scale-down waits out a
     cooldown longer than the grace period and then removes one pod per period, so busy
-    workers are not killed mid-task."""
+    workers are not killed mid-task. With several queues there is one trigger per queue and
+    the HPA follows the busiest one (the largest of the per-queue replica counts)."""
     scaling = spec.autoscaling
     return {
         "apiVersion": "keda.sh/v1alpha1",
@@ -259,7 +261,8 @@ def scaled_object(spec: TaskServerSpec, names: TaskServerNames, broker_host: pul
             "triggers": [
                 {
                     "type": "redis",
-                    "name": f"queue-{queue}".replace("_", "-").replace(".", "-").replace(":", "-").lower(),
+                    # Indexed: queue names that differ only in '.', '_' or ':' stay distinct.
+                    "name": f"queue-{index}-" + re.sub(r"[^a-z0-9]+", "-", queue.lower()).strip("-")[:40],
                     "metadata": {
                         "address": pulumi.Output.concat(broker_host, f":{REDIS_PORT}"),
                         "listName": queue,
@@ -268,7 +271,7 @@ def scaled_object(spec: TaskServerSpec, names: TaskServerNames, broker_host: pul
                     },
                     "authenticationRef": {"name": names.trigger_authentication},
                 }
-                for queue in spec.queues
+                for index, queue in enumerate(spec.queues)
             ],
         },
     }

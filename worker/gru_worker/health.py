@@ -1,8 +1,11 @@
 """Health files the worker keeps fresh, read by `python -m gru_worker.probe`.
 
 `alive` is touched by a timer in the consumer's event loop: a stale file means the loop is
-stuck (or the broker has been unreachable for minutes), which a restart fixes. `ready` exists
-only while the consumer holds a broker connection and consumes. Both cost the kubelet a
+stuck, which a restart fixes. While the consumer reconnects to its broker the loop does not
+turn, so `reconnecting` marks that state and the liveness probe accepts it: restarting a worker
+cannot bring Redis back, and restarted workers would only crash-loop until it is (Celery gives
+up after broker_connection_max_retries and exits by itself). `ready` exists only while the
+consumer holds a broker connection and consumes. Both cost the kubelet a
 `stat`, where `celery inspect ping` costs seconds of CPU and a broker round trip.
 """
 
@@ -43,16 +46,24 @@ class ConsumerHealth(bootsteps.StartStopStep):
         _touch(self._dir / "ready")
 
     def start(self, parent: Any) -> None:
+        (self._dir / "reconnecting").unlink(missing_ok=True)
         self._beat()
         self._timer_ref = parent.timer.call_repeatedly(BEAT_SECONDS, self._beat)
 
-    def stop(self, parent: Any) -> None:
+    def _stop_beating(self) -> None:
         if self._timer_ref is not None:
             self._timer_ref.cancel()
             self._timer_ref = None
         (self._dir / "ready").unlink(missing_ok=True)
 
-    shutdown = stop
+    def stop(self, parent: Any) -> None:
+        """The consumer stops to reconnect (lost broker connection), or before shutdown."""
+        self._stop_beating()
+        _touch(self._dir / "reconnecting")
+
+    def shutdown(self, parent: Any) -> None:
+        self._stop_beating()
+        (self._dir / "reconnecting").unlink(missing_ok=True)
 
 
 def install(app: Celery) -> None:

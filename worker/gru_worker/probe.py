@@ -15,6 +15,9 @@ DEFAULT_HEALTH_DIR = "/var/run/gru-health"
 
 
 def check(name: str, max_age: float, directory: Path) -> tuple[bool, str]:
+    if name == "alive" and (directory / "reconnecting").exists():
+        # Its loop waits on the broker: alive, not ready (see gru_worker.health).
+        return True, f"{directory / 'reconnecting'} exists: reconnecting to the broker"
     path = directory / name
     try:
         age = time.time() - path.stat().st_mtime
