@@ -46,9 +46,6 @@ class Evaluation:
     def of_type(self, type_token: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_token]
 
-    def by_urn(self, urn: str) -> Registration:
-        return next(r for r in self.registrations if r.urn == urn)
-
     @property
     def kubernetes_objects(self) -> list[Registration]:
         return [r for r in self.registrations if r.custom and r.type.startswith("kubernetes:")]

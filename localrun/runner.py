@@ -150,15 +150,15 @@ class LocalStack:
 
     def broker_url(self, broker: str = "redis") -> str:
         """The rendered Secret's broker URL, pointed at the local Redis."""
-        b = self._brokers[broker]
-        secret = b.statefulset["spec"]["template"]["spec"]["volumes"]
-        secret_name = next(v["secret"]["secretName"] for v in secret if "secret" in v)
-        return self._translate_hosts(self._secret_value(secret_name, "broker-url"))
-
-    def broker_password(self, broker: str = "redis") -> str:
         volumes = self._brokers[broker].statefulset["spec"]["template"]["spec"]["volumes"]
         secret_name = next(v["secret"]["secretName"] for v in volumes if "secret" in v)
-        return self._secret_value(secret_name, "redis-password")
+        return self._translate_hosts(self._secret_value(secret_name, "broker-url"))
+
+    def _redis_pod(self, broker: str) -> tuple[Manifest, Manifest]:
+        """(pod spec, redis container) of a broker's StatefulSet."""
+        pod = self._brokers[broker].statefulset["spec"]["template"]["spec"]
+        (container,) = [c for c in pod["containers"] if c["name"] == "redis"]
+        return pod, container
 
     # --- translation ---------------------------------------------------------------------
 
@@ -233,8 +233,7 @@ class LocalStack:
     def start_broker(self, broker: str = "redis", wait_ready: float = 20.0) -> LocalProcess:
         """Start Redis with the rendered command, args, env and config files."""
         b = self._brokers[broker]
-        pod = b.statefulset["spec"]["template"]["spec"]
-        (container,) = [c for c in pod["containers"] if c["name"] == "redis"]
+        pod, container = self._redis_pod(broker)
         pod_dir = self.workdir / f"{broker}-0"
         if b.data_dir is None:
             pod_dir.mkdir(parents=True, exist_ok=True)
@@ -252,8 +251,7 @@ class LocalStack:
     def broker_probe(self, broker: str = "redis", probe: str = "readinessProbe") -> bool:
         """Run the rendered probe command (with its container's env), as the kubelet would."""
         b = self._brokers[broker]
-        pod = b.statefulset["spec"]["template"]["spec"]
-        (container,) = [c for c in pod["containers"] if c["name"] == "redis"]
+        _, container = self._redis_pod(broker)
         env = self._env(container, f"{broker}-0", {})
         command = [c.replace(f"-p {REDIS_PORT}", f"-p {b.port}") for c in container[probe]["exec"]["command"]]
         base = {"PATH": os.environ.get("PATH", "")}
@@ -281,7 +279,7 @@ class LocalStack:
     # --- task servers --------------------------------------------------------------------
 
     def _pod(self, server: str) -> Manifest:
-        return dict(self.deployment(server)["spec"]["template"]["spec"])
+        return self.deployment(server)["spec"]["template"]["spec"]
 
     def start_wait_step(self, server: str, index: int = 0) -> LocalProcess:
         """The pod's init container: waits until the broker answers an authenticated PING."""

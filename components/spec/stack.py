@@ -18,11 +18,5 @@ class StackSpec:
     brokers: tuple[BrokerSpec, ...]
     task_servers: tuple[TaskServerSpec, ...]
 
-    def broker_named(self, name: str) -> BrokerSpec:
-        for broker in self.brokers:
-            if broker.name == name:
-                return broker
-        raise KeyError(name)
-
     def task_servers_of(self, broker: BrokerSpec) -> tuple[TaskServerSpec, ...]:
         return tuple(t for t in self.task_servers if t.broker_resource_name == broker.name)
