@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shutil
@@ -161,6 +162,14 @@ class Engine(Protocol):
     def outputs(self, stack: str) -> dict[str, tuple[Any, bool]]: ...
 
 
+def _streams(method: Callable[..., Any], on_output: OnOutput | None) -> dict[str, Any]:
+    """Stream stdout, and stderr where this SDK release can (`on_error` is newer than some we support)."""
+    streams: dict[str, Any] = {"on_output": on_output}
+    if "on_error" in inspect.signature(method).parameters:
+        streams["on_error"] = on_output
+    return streams
+
+
 class PulumiEngine:
     """The Pulumi CLI, driven through the Automation API with the project as a local program."""
 
@@ -174,25 +183,25 @@ class PulumiEngine:
 
     def preview(self, stack: str, *, diff: bool, on_output: OnOutput | None) -> ChangeSummary:
         workspace_stack = self._stack(stack, "preview", create=True, on_output=on_output)
-        result = self._run("preview", stack, lambda: workspace_stack.preview(diff=diff, on_output=on_output, on_error=on_output))
+        result = self._run("preview", stack, lambda: workspace_stack.preview(diff=diff, **_streams(workspace_stack.preview, on_output)))
         return ChangeSummary.of(result.change_summary)
 
     def up(self, stack: str, *, on_output: OnOutput | None) -> tuple[ChangeSummary, dict[str, tuple[Any, bool]]]:
         workspace_stack = self._stack(stack, "up", create=True, on_output=on_output)
-        result = self._run("up", stack, lambda: workspace_stack.up(on_output=on_output, on_error=on_output, show_secrets=False))
+        result = self._run("up", stack, lambda: workspace_stack.up(show_secrets=False, **_streams(workspace_stack.up, on_output)))
         outputs = {name: (value.value, value.secret) for name, value in result.outputs.items()}
         return ChangeSummary.of(result.summary.resource_changes), outputs
 
     def preview_destroy(self, stack: str, *, on_output: OnOutput | None) -> ChangeSummary:
         workspace_stack = self._stack(stack, "destroy", create=False, on_output=on_output)
         result = self._run("destroy (preview)", stack,
-                           lambda: workspace_stack.preview_destroy(on_output=on_output, on_error=on_output))
+                           lambda: workspace_stack.preview_destroy(**_streams(workspace_stack.preview_destroy, on_output)))
         return ChangeSummary.of(result.change_summary)
 
     def destroy(self, stack: str, *, on_output: OnOutput | None) -> ChangeSummary:
         workspace_stack = self._stack(stack, "destroy", create=False, on_output=on_output)
         result = self._run("destroy", stack,
-                           lambda: workspace_stack.destroy(on_output=on_output, on_error=on_output, show_secrets=False))
+                           lambda: workspace_stack.destroy(show_secrets=False, **_streams(workspace_stack.destroy, on_output)))
         return ChangeSummary.of(result.summary.resource_changes)
 
     def outputs(self, stack: str) -> dict[str, tuple[Any, bool]]:

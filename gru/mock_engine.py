@@ -8,7 +8,6 @@ and dependencies, so tests and `gru render` see exactly what `pulumi up` would a
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,9 @@ from pulumi.runtime import settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+
+from components.broker.password import TYPE_TOKEN as PASSWORD_TYPE
+from components.broker.password import new_password
 
 PROJECT = "gru"
 
@@ -62,11 +64,12 @@ class _Mocks(pulumi_mocks.Mocks):
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
-        if args.typ == "random:index/randomPassword:RandomPassword":
+        if args.typ == PASSWORD_TYPE:
             if self.stable_secrets:
                 state["result"] = hashlib.sha256(f"gru-mock-password:{args.name}".encode()).hexdigest()[:32]
             else:
-                state["result"] = secrets.token_urlsafe(24)
+                state["result"] = new_password(int(state["length"]))
+            state.pop("__provider", None)  # the pickled provider: not part of what the program declares
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -135,10 +138,14 @@ def evaluate(
 
         return pulumi.Output.all(**exported).apply(keep).future()  # type: ignore[union-attr]
 
-    async def run_and_wait() -> None:
-        future = run()
-        if future is not None:
-            await future
+    pending: list[Any] = []
 
-    _sync_await(run_pulumi_func(run_and_wait))
+    async def run_and_wait() -> None:
+        # The SDK's run_pulumi_func awaits what the program returns only in newer releases;
+        # so the program runs synchronously, and the exports are awaited once the RPCs are done.
+        await run_pulumi_func(lambda: pending.append(run()))
+        if pending and pending[0] is not None:
+            await pending[0]
+
+    _sync_await(run_and_wait())
     return result

@@ -15,6 +15,7 @@ from .conftest import SEED_YAML, URL_SPECIALS, EvaluateYaml, dumps, make_passwor
 SECRET = "kubernetes:core/v1:Secret"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"
+PASSWORD = "pulumi-python:dynamic/gru:GeneratedPassword"
 
 
 def unwrap(value: Any) -> Any:
@@ -42,7 +43,7 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
         ("kubernetes:core/v1:ServiceAccount", "redis"),
         ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "redis"),
         ("kubernetes:policy/v1:PodDisruptionBudget", "redis"),
-        ("random:index/randomPassword:RandomPassword", "redis-password"),
+        (PASSWORD, "redis-password"),
         (SECRET, "redis-credentials"),
         ("kubernetes:core/v1:ConfigMap", "redis-config"),
         ("kubernetes:core/v1:Service", "redis"),
@@ -56,8 +57,8 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
     ])
     broker, server = evaluation.of_type("gru:index:Broker")[0], evaluation.of_type("gru:index:TaskServer")[0]
     assert sorted((r.type.rsplit(":", 1)[-1], r.name) for r in children_of(evaluation, broker)) == [
-        ("ConfigMap", "redis-config"), ("NetworkPolicy", "redis"), ("PodDisruptionBudget", "redis"),
-        ("RandomPassword", "redis-password"), ("Secret", "redis-credentials"), ("Service", "redis"),
+        ("ConfigMap", "redis-config"), ("GeneratedPassword", "redis-password"), ("NetworkPolicy", "redis"),
+        ("PodDisruptionBudget", "redis"), ("Secret", "redis-credentials"), ("Service", "redis"),
         ("Service", "redis-headless"), ("ServiceAccount", "redis"), ("StatefulSet", "redis")]
     assert sorted(r.type.rsplit(":", 1)[-1] for r in children_of(evaluation, server)) == [
         "Deployment", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount"]
@@ -133,7 +134,7 @@ def test_broker_url_url_encodes_the_password(evaluate_yaml: EvaluateYaml) -> Non
 
 def test_generated_password_is_used_when_none_is_configured(evaluate_yaml: EvaluateYaml) -> None:
     evaluation = evaluate_yaml(SEED_YAML)
-    (generator,) = evaluation.of_type("random:index/randomPassword:RandomPassword")
+    (generator,) = evaluation.of_type(PASSWORD)
     assert generator.inputs["length"] >= 32
     data = secret_data(evaluation)
     assert data["redis-password"] and data["redis-password"] in data["broker-url"]

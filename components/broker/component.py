@@ -6,11 +6,11 @@ import hashlib
 from urllib.parse import quote
 
 import pulumi
-import pulumi_random as random
 
 from .. import kubernetes_objects
 from ..spec import BrokerSpec
 from . import manifests
+from .password import GeneratedPassword
 from .redis_config import REDIS_PORT, redis_auth_conf, redis_conf
 
 TYPE_TOKEN = "gru:index:Broker"
@@ -56,9 +56,7 @@ class Broker(pulumi.ComponentResource):
 
         if password is None:
             # Generated once and kept in state, so updates never rotate it by accident.
-            password = random.RandomPassword(
-                f"{names.base}-password", length=32, special=False, opts=child
-            ).result
+            password = GeneratedPassword(f"{names.base}-password", opts=child).result
         secret_password: pulumi.Output[str] = pulumi.Output.secret(password)
         # Derived from a secret, so Pulumi keeps these secret too (state, outputs, logs).
         url: pulumi.Output[str] = secret_password.apply(lambda p: broker_url(p, names.host))

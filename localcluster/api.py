@@ -1,0 +1,149 @@
+"""A small Kubernetes API client on the standard library: enough for the local control plane's
+setup, its volume provisioner and the integration tests' checks, with no client package."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Obj = dict[str, Any]
+
+# Where each kind this project touches lives in the API (kind -> (group/version path, plural, namespaced)).
+RESOURCES: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("api/v1", "namespaces", False),
+    "Node": ("api/v1", "nodes", False),
+    "PersistentVolume": ("api/v1", "persistentvolumes", False),
+    "PersistentVolumeClaim": ("api/v1", "persistentvolumeclaims", True),
+    "Pod": ("api/v1", "pods", True),
+    "Secret": ("api/v1", "secrets", True),
+    "ConfigMap": ("api/v1", "configmaps", True),
+    "Service": ("api/v1", "services", True),
+    "ServiceAccount": ("api/v1", "serviceaccounts", True),
+    "Event": ("api/v1", "events", True),
+    "StatefulSet": ("apis/apps/v1", "statefulsets", True),
+    "Deployment": ("apis/apps/v1", "deployments", True),
+    "ReplicaSet": ("apis/apps/v1", "replicasets", True),
+    "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies", True),
+    "PodDisruptionBudget": ("apis/policy/v1", "poddisruptionbudgets", True),
+    "StorageClass": ("apis/storage.k8s.io/v1", "storageclasses", False),
+    "CustomResourceDefinition": ("apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "ScaledObject": ("apis/keda.sh/v1alpha1", "scaledobjects", True),
+    "TriggerAuthentication": ("apis/keda.sh/v1alpha1", "triggerauthentications", True),
+    "ServiceMonitor": ("apis/monitoring.coreos.com/v1", "servicemonitors", True),
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class Kube:
+    """Requests against one API server, authenticated as the kubeconfig's user (a bearer token)."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        config = yaml.safe_load(kubeconfig.read_text())
+        cluster = config["clusters"][0]["cluster"]
+        self.server: str = cluster["server"].rstrip("/")
+        self.token: str = config["users"][0]["user"]["token"]
+        ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+        self.context = ssl.create_default_context(cadata=ca)
+
+    def request(self, method: str, path: str, body: Obj | None = None,
+                content_type: str = "application/json") -> Obj:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + "/" + path.lstrip("/"), data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, context=self.context, timeout=30) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as error:
+            text = error.read().decode(errors="replace")
+            try:
+                text = json.loads(text).get("message", text)
+            except ValueError:
+                pass
+            raise ApiError(error.code, text) from None
+        try:
+            return json.loads(payload) if payload else {}
+        except ValueError:  # /readyz, /healthz answer in plain text
+            return {"text": payload.decode(errors="replace")}
+
+    @staticmethod
+    def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+        group, plural, namespaced = RESOURCES[kind]
+        parts = [group]
+        if namespaced and namespace is not None:
+            parts += ["namespaces", namespace]
+        parts.append(plural)
+        if name is not None:
+            parts.append(name)
+        return "/".join(parts)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        try:
+            return self.request("GET", self.path(kind, namespace, name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
+        path = self.path(kind, namespace)
+        if label_selector:
+            path += "?labelSelector=" + urllib.parse.quote(label_selector)
+        items: list[Obj] = self.request("GET", path).get("items", [])
+        return items
+
+    def create(self, obj: Obj) -> Obj:
+        namespace = obj.get("metadata", {}).get("namespace")
+        return self.request("POST", self.path(obj["kind"], namespace), obj)
+
+    def apply(self, obj: Obj, manager: str = "gru-localcluster") -> Obj:
+        """Server-side apply: create or update `obj`."""
+        meta = obj["metadata"]
+        path = self.path(obj["kind"], meta.get("namespace"), meta["name"]) + f"?fieldManager={manager}&force=true"
+        return self.request("PATCH", path, obj, "application/apply-patch+yaml")
+
+    def patch_status(self, kind: str, name: str, namespace: str | None, patch: Obj) -> Obj:
+        path = self.path(kind, namespace, name) + "/status"
+        return self.request("PATCH", path, patch, "application/merge-patch+json")
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
+        try:
+            self.request("DELETE", self.path(kind, namespace, name))
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
+    def version(self) -> Obj:
+        return self.request("GET", "version")
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.5) -> None:
+    """Poll `check` until it holds; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+            last = None
+        except (ApiError, OSError) as error:
+            last = error
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last error: {last})" if last else ""))

@@ -1,0 +1,223 @@
+"""A Kubernetes control plane on loopback, from the binaries tools/engine/build makes.
+
+etcd, kube-apiserver, kube-controller-manager (its garbage collector carries out foreground
+deletes, its PV binder binds claims), kube-scheduler, and kwok, which plays the kubelet of a
+few fake nodes: pods are scheduled, become Ready and, when deleted, stay Terminating until
+their grace period ends, exactly as the API says. A volume provisioner stands in for a CSI
+driver. Everything listens on 127.0.0.1 only; the processes keep running after `up` returns
+and `down` stops them. State lives in one directory: pki/, etcd/, logs/, kubeconfig, pids.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .api import Kube, wait_for
+
+ZONES = ("zone-a", "zone-b", "zone-c")
+STORAGE_CLASS = "standard"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(pki: Path) -> None:
+    """A CA, the API server's serving certificate for 127.0.0.1, and the service-account keys."""
+    pki.mkdir(parents=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "7", "-subj", "/CN=gru-local-ca", cwd=pki)
+    (pki / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n"
+    )
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=kube-apiserver", cwd=pki)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "7", "-extfile", "server.ext", cwd=pki)
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, token: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {
+            "server": server, "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode()}}],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+        "current-context": "local",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+
+
+class ControlPlane:
+    def __init__(self, directory: Path, bin_dir: Path) -> None:
+        self.dir = directory.resolve()
+        self.bin = bin_dir
+        self.logs = self.dir / "logs"
+        self.pids = self.dir / "pids"
+        self.kubeconfig = self.dir / "kubeconfig"
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        # A session of its own: `down` stops the whole process group, and a test runner's
+        # Ctrl-C does not reach it half-way through.
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, cwd=self.dir)
+        with self.pids.open("a") as handle:
+            handle.write(f"{process.pid} {name}\n")
+
+    def up(self, nodes: int = 3) -> None:
+        if self.dir.exists() and any(self.dir.iterdir()):
+            raise SystemExit(f"cluster: {self.dir} is not empty; `tools/cluster down {self.dir}` first")
+        for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
+            if not (self.bin / binary).is_file():
+                raise SystemExit(f"cluster: {self.bin / binary} is missing; run tools/engine/build")
+        self.logs.mkdir(parents=True)
+        pki = self.dir / "pki"
+        make_pki(pki)
+        token = secrets.token_hex(24)
+        (pki / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+        (pki / "tokens.csv").chmod(0o600)
+
+        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        self._start("etcd", [
+            str(self.bin / "etcd"), "--name=local", f"--data-dir={self.dir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}", f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=local=http://127.0.0.1:{etcd_peer}", "--listen-metrics-urls=",
+            # A throwaway test cluster: no fsync keeps etcd off the disk's critical path.
+            "--unsafe-no-fsync", "--log-level=warn",
+        ])
+        self._start("kube-apiserver", [
+            str(self.bin / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--cert-dir={pki}", "--allow-privileged=false", "--profiling=false", "--v=0",
+        ])
+        server = f"https://127.0.0.1:{api_port}"
+        write_kubeconfig(self.kubeconfig, server, pki / "ca.crt", token)
+        kube = Kube(self.kubeconfig)
+        wait_for("the API server", lambda: bool(kube.request("GET", "readyz?verbose=false") is not None), 120)
+
+        self._start("kube-controller-manager", [
+            str(self.bin / "kube-controller-manager"), f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
+            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+            "--use-service-account-credentials=false", "--controllers=*", f"--cert-dir={pki / 'kcm'}",
+            "--profiling=false",
+        ])
+        self._start("kube-scheduler", [
+            str(self.bin / "kube-scheduler"), f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}", f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
+            f"--cert-dir={pki / 'scheduler'}", "--profiling=false",
+        ])
+        self._start("kwok", [
+            str(self.bin / "kwok"), f"--kubeconfig={self.kubeconfig}", f"--config={STAGES_FILE}",
+            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            "--cidr=10.244.0.1/16", "--node-ip=10.0.0.1", "--node-lease-duration-seconds=40",
+        ])
+        self._start("provisioner", [sys.executable, "-m", "localcluster.provisioner", str(self.kubeconfig)])
+
+        wait_for("the default namespace", lambda: kube.get("Namespace", "default") is not None, 120)
+        for index in range(nodes):
+            kube.create(fake_node(f"node-{index}", ZONES[index % len(ZONES)]))
+        kube.create({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "gru.local/provisioner", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": True,
+        })
+        wait_for(f"{nodes} Ready nodes", lambda: ready_nodes(kube) >= nodes, 120)
+        wait_for("the default service account", lambda: kube.get("ServiceAccount", "default", "default") is not None, 120)
+
+    def down(self) -> None:
+        if self.pids.is_file():
+            entries = [line.split() for line in self.pids.read_text().splitlines() if line.strip()]
+            # In reverse: kwok and the controllers before the API server, etcd last.
+            for pid, _name in reversed(entries):
+                _signal_group(int(pid), signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            for pid, _name in reversed(entries):
+                while _alive(int(pid)) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                _signal_group(int(pid), signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # reap it if it is our child (it is not when `down` runs in another process)
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def fake_node(name: str, zone: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                "topology.kubernetes.io/zone": zone, "topology.kubernetes.io/region": "local",
+                "type": "kwok",
+            },
+        },
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"},
+            "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110", "ephemeral-storage": "500Gi"},
+        },
+    }
+
+
+def ready_nodes(kube: Kube) -> int:
+    count = 0
+    for node in kube.list("Node"):
+        conditions = node.get("status", {}).get("conditions", [])
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            count += 1
+    return count
