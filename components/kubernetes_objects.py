@@ -26,6 +26,10 @@ _CLASSES: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
 }
+# Server-side-apply patches of objects that something else creates (a StatefulSet's claims).
+_PATCH_CLASSES: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
+    ("v1", "PersistentVolumeClaim"): k8s.core.v1.PersistentVolumeClaimPatch,
+}
 _SNAKE = {"stringData": "string_data", "automountServiceAccountToken": "automount_service_account_token"}
 
 
@@ -39,3 +43,10 @@ def create(manifest: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomRes
         # Custom resources (KEDA, Prometheus Operator) have no typed class.
         return k8s.apiextensions.CustomResource(name, api_version=api_version, kind=kind, opts=opts, **fields)
     return cls(name, opts=opts, **fields)
+
+
+def patch(manifest: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """Server-side apply `manifest`'s fields onto an existing object, without owning the object."""
+    cls = _PATCH_CLASSES[(manifest["apiVersion"], manifest["kind"])]
+    fields = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind")}
+    return cls(manifest["metadata"]["name"], opts=opts, **fields)

@@ -38,6 +38,7 @@ class Registration:
     inputs: dict[str, Any]
     ignore_changes: tuple[str, ...] = ()
     retain_on_delete: bool = False
+    delete_timeout: str = ""  # customTimeouts.delete, e.g. "1230s"; "" for the provider's default
 
 
 @dataclass
@@ -50,7 +51,9 @@ class Evaluation:
 
     @property
     def kubernetes_objects(self) -> list[Registration]:
-        return [r for r in self.registrations if r.custom and r.type.startswith("kubernetes:")]
+        """The objects the program owns; not server-side-apply patches of objects owned elsewhere."""
+        return [r for r in self.registrations
+                if r.custom and r.type.startswith("kubernetes:") and not r.type.endswith("Patch")]
 
 
 class _Mocks(pulumi_mocks.Mocks):
@@ -98,6 +101,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     inputs=state,
                     ignore_changes=tuple(request.ignoreChanges),
                     retain_on_delete=bool(request.retainOnDelete),
+                    delete_timeout=request.customTimeouts.delete if request.HasField("customTimeouts") else "",
                 )
             )
         return response

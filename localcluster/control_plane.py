@@ -29,6 +29,8 @@ ZONES = ("zone-a", "zone-b", "zone-c")
 STORAGE_CLASS = "standard"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
+# A pod annotated so holds its full grace period when deleted (kwok_stages.yaml).
+BUSY_ANNOTATION = "localcluster.gru.dev/busy"
 SERVICE_CIDR = "10.96.0.0/16"
 
 

@@ -28,12 +28,12 @@ Manifest = dict[str, Any]
 REDIS_PORT = 6379
 
 TRANSLATIONS = (
-    "Service DNS name and port (<broker>.<ns>.svc.cluster.local:6379) -> 127.0.0.1:<free port>, in env values, "
-    "in the init container's BROKER_HOST/BROKER_PORT and in the Redis probe's `-p 6379`",
+    "Service DNS name and port (<broker>.<ns>.svc.cluster.local:6379) -> 127.0.0.1:<free port>, in env values "
+    "(the broker URL from the Secret included) and in the Redis probe's `-p 6379`",
     "redis-server gets `--port <free port> --bind 127.0.0.1` appended (the rendered redis.conf binds all interfaces)",
     "volume mount paths (/data, /etc/redis, /etc/redis/auth, /tmp, /var/run/gru-health) -> per-pod local directories, "
     "in arguments, environment values and files materialised from ConfigMaps",
-    "`celery` -> the celery of the running Python; the worker image's /app (PYTHONPATH) -> the repository's worker/",
+    "`celery` and `python` -> those of the running Python; the worker image's /app (PYTHONPATH) -> the repository's worker/",
     "TMPDIR points at the pod's /tmp volume, since the process does not see the rendered mount",
 )
 
@@ -288,11 +288,11 @@ class LocalStack:
         pod_name = f"{server}-local-{index}"
         pod_dir = self.workdir / pod_name
         pod_dir.mkdir(parents=True, exist_ok=True)
-        rendered_host = next(e.get("value") for e in init["env"] if e["name"] == "BROKER_HOST")
-        broker = next(b for b in self._brokers.values() if b.host == rendered_host)
         env = self._env(init, pod_name, {})
-        env["BROKER_PORT"] = str(broker.port)
+        env["PYTHONPATH"] = str(self.worker_dir)
         argv = [expand(a, env) for a in init["command"] + init.get("args", [])]
+        if argv[0] == "python":
+            argv[0] = sys.executable
         return self._spawn(f"{pod_name}-init", argv, env, pod_dir)
 
     def start_worker(self, server: str, index: int = 0, replace_args: dict[str, str] | None = None,

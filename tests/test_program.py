@@ -49,6 +49,7 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
         ("kubernetes:core/v1:Service", "redis"),
         ("kubernetes:core/v1:Service", "redis-headless"),
         (STATEFULSET, "redis"),
+        ("kubernetes:core/v1:PersistentVolumeClaimPatch", "data-redis-0"),
         ("gru:index:TaskServer", "task_server"),
         ("kubernetes:core/v1:ServiceAccount", "task-server"),
         ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "task-server"),
@@ -58,7 +59,8 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
     broker, server = evaluation.of_type("gru:index:Broker")[0], evaluation.of_type("gru:index:TaskServer")[0]
     assert sorted((r.type.rsplit(":", 1)[-1], r.name) for r in children_of(evaluation, broker)) == [
         ("ConfigMap", "redis-config"), ("GeneratedPassword", "redis-password"), ("NetworkPolicy", "redis"),
-        ("PodDisruptionBudget", "redis"), ("Secret", "redis-credentials"), ("Service", "redis"),
+        ("PersistentVolumeClaimPatch", "data-redis-0"), ("PodDisruptionBudget", "redis"),
+        ("Secret", "redis-credentials"), ("Service", "redis"),
         ("Service", "redis-headless"), ("ServiceAccount", "redis"), ("StatefulSet", "redis")]
     assert sorted(r.type.rsplit(":", 1)[-1] for r in children_of(evaluation, server)) == [
         "Deployment", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount"]
@@ -101,9 +103,18 @@ def test_workers_wait_for_an_authenticated_broker_ping(evaluate_yaml: EvaluateYa
     (deployment,) = evaluation.of_type(DEPLOYMENT)
     (init,) = deployment.inputs["spec"]["template"]["spec"]["initContainers"]
     env = {e["name"]: e for e in init["env"]}
-    assert env["BROKER_HOST"]["value"] == "redis.gru.svc.cluster.local"
-    assert env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "redis-password"}
-    assert "ping" in init["command"][-1] and "BROKER_WAIT_SECONDS" in init["command"][-1]
+    assert env["CELERY_BROKER_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "broker-url"}
+    assert env["BROKER_WAIT_SECONDS"]["value"] == "300"
+    assert init["command"] == ["python", "-m", "gru_worker.wait_for_broker"]
+
+
+def test_broker_image_is_not_in_the_worker_pods(evaluate_yaml: EvaluateYaml) -> None:
+    # A Redis image bump must not roll every worker fleet: the init container runs the worker image.
+    (deployment,) = evaluate_yaml(SEED_YAML.replace("name: redis\n", "name: redis\n  image: redis:7.4.2-alpine\n", 1)
+                                  ).of_type(DEPLOYMENT)
+    pod = deployment.inputs["spec"]["template"]["spec"]
+    assert {c["image"] for c in pod["initContainers"] + pod["containers"]} == {"gru-worker:0.1.0"}
+    assert "7.4.2" not in str(deployment.inputs)
 
 
 def test_no_password_appears_outside_the_secret(evaluate_yaml: EvaluateYaml) -> None:
@@ -247,3 +258,13 @@ def test_cluster_domain_reaches_every_broker_address(evaluate_yaml: EvaluateYaml
     evaluation = evaluate_yaml(text)
     assert evaluation.outputs["redis_host"] == "redis.gru.svc.corp.internal"
     assert "@redis.gru.svc.corp.internal:6379/0" in secret_data(evaluation)["broker-url"]
+
+
+def test_deployment_waits_out_the_workers_grace_period_on_delete(evaluate_yaml: EvaluateYaml) -> None:
+    # The default grace period is 630 s; the provider's own wait (600 s) would fail a delete.
+    (deployment,) = evaluate_yaml(SEED_YAML).of_type(DEPLOYMENT)
+    grace = deployment.inputs["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == 630
+    assert int(deployment.delete_timeout.removesuffix("s")) >= grace + 600
+    (long,) = evaluate_yaml(SEED_YAML + "  max_task_seconds: 14400\n").of_type(DEPLOYMENT)
+    assert int(long.delete_timeout.removesuffix("s")) >= 14400 + 600

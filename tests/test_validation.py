@@ -107,7 +107,7 @@ def test_a_valid_file_does_register(evaluate_yaml: EvaluateYaml) -> None:
     """The check above can fail: the same harness does see registrations."""
     seen = Evaluation()
     evaluate_yaml(SEED_YAML, into=seen)
-    assert len(seen.registrations) == 16
+    assert len(seen.registrations) == 17
 
 
 def test_all_problems_are_reported_at_once() -> None:

@@ -83,13 +83,17 @@ class Broker(pulumi.ComponentResource):
         )
         self.statefulset = kubernetes_objects.create(
             manifests.statefulset(spec, names, config_hash, sorted(set(queues or []))),
-            pulumi.ResourceOptions(parent=self, depends_on=[self.secret, self.config_map, self.service_account]),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.secret, self.config_map, self.service_account],
+                                   ignore_changes=[manifests.CLAIM_TEMPLATE_SIZE] if spec.storage.enabled else None),
         )
+        if spec.storage.enabled:
+            kubernetes_objects.patch(manifests.data_claim_size(spec, names),
+                                     pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset]))
 
         self.host = pulumi.Output.from_input(names.host)
         self.port = pulumi.Output.from_input(REDIS_PORT)
         self.secret_name = pulumi.Output.from_input(names.secret)
         self.url = url
-        self.register_outputs(
-            {"host": self.host, "port": self.port, "secret_name": self.secret_name, "url": self.url}
-        )
+        # Not the URL: the SDK logs a component's outputs at debug level with secrets unwrapped
+        # (seen in the engine's event log), so only non-secret outputs are registered.
+        self.register_outputs({"host": self.host, "port": self.port, "secret_name": self.secret_name})

@@ -26,6 +26,10 @@ PASSWORD_KEY = "redis-password"
 URL_KEY = "broker-url"
 AUTH_CONF_KEY = AUTH_FILE
 METRICS_PORT = 9121
+DATA_VOLUME = "data"
+# The StatefulSet's claim template is immutable; its size is left as first created and the
+# claim itself is resized (see data_claim_size).
+CLAIM_TEMPLATE_SIZE = "spec.volumeClaimTemplates[0].spec.resources.requests.storage"
 
 Manifest = dict[str, Any]
 
@@ -53,6 +57,7 @@ class BrokerNames:
         self.disruption_budget = self.base
         self.network_policy = self.base
         self.service_monitor = self.base
+        self.data_claim = f"{DATA_VOLUME}-{self.statefulset}-0"  # what the StatefulSet's template makes
         self.host = f"{self.service}.{self.namespace}.svc.{spec.cluster_domain}"
 
 
@@ -194,7 +199,7 @@ def network_policy(spec: BrokerSpec, names: BrokerNames, autoscaled: bool) -> Ma
 def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[str], queues: list[str]) -> Manifest:
     labels = common_labels(APP, names.base, COMPONENT)
     images = [spec.image] + ([spec.metrics.image] if spec.metrics.enabled else [])
-    data_volume: list[Manifest] = [] if spec.storage.enabled else [{"name": "data", "emptyDir": {}}]
+    data_volume: list[Manifest] = [] if spec.storage.enabled else [{"name": DATA_VOLUME, "emptyDir": {}}]
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -253,7 +258,7 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
                             "resources": spec.compute_resources.to_manifest(),
                             "securityContext": container_security_context(),
                             "volumeMounts": [
-                                {"name": "data", "mountPath": DATA_DIR},
+                                {"name": DATA_VOLUME, "mountPath": DATA_DIR},
                                 {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                                 {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
                             ],
@@ -314,4 +319,28 @@ def _data_claim(spec: BrokerSpec, labels: dict[str, str]) -> Manifest:
     }
     if spec.storage.storage_class is not None:
         claim_spec["storageClassName"] = spec.storage.storage_class
-    return {"metadata": {"name": "data", "labels": labels}, "spec": claim_spec}
+    return {"metadata": {"name": DATA_VOLUME, "labels": labels}, "spec": claim_spec}
+
+
+def data_claim_size(spec: BrokerSpec, names: BrokerNames) -> Manifest:
+    """The size of Redis's volume claim, applied to the claim the StatefulSet made.
+
+    Kubernetes refuses any change to a StatefulSet's volumeClaimTemplates, so a new
+    `storage.size` there would make Pulumi replace the StatefulSet and still leave the volume
+    at its old size. Growing the claim itself expands the volume in place (where the
+    StorageClass allows expansion) with no restart of Redis; shrinking is refused by the API.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": names.data_claim,
+            "namespace": names.namespace,
+            # The StatefulSet's readiness already covers the claim; the provider's own wait on a
+            # patched claim never ends (it times out after 5 minutes though the claim is Bound).
+            # patchForce: the StatefulSet controller created the claim and owns the field; the
+            # stack takes it over (server-side apply would otherwise report a conflict).
+            "annotations": {"pulumi.com/skipAwait": "true", "pulumi.com/patchForce": "true"},
+        },
+        "spec": {"resources": {"requests": {"storage": spec.storage.size}}},
+    }

@@ -10,6 +10,19 @@ from ..spec import TaskServerSpec
 from . import manifests
 
 TYPE_TOKEN = "gru:index:TaskServer"
+# What pulumi-kubernetes waits for a Deployment by default (create, update and delete alike).
+PROVIDER_DEFAULT_WAIT_SECONDS = 600
+
+
+def engine_timeouts(spec: TaskServerSpec) -> pulumi.CustomTimeouts:
+    """Waits long enough for the workers' warm shutdown.
+
+    Deleting the Deployment (removing the task server, `pulumi destroy`) lasts until its pods
+    are gone, and a rollout until the old ones are: each may take its full grace period
+    (630 s by default), past the provider's 10-minute default, which would fail the update.
+    """
+    wait = f"{spec.termination_grace_seconds + PROVIDER_DEFAULT_WAIT_SECONDS}s"
+    return pulumi.CustomTimeouts(create=f"{PROVIDER_DEFAULT_WAIT_SECONDS}s", update=wait, delete=wait)
 
 
 class TaskServer(pulumi.ComponentResource):
@@ -43,12 +56,14 @@ class TaskServer(pulumi.ComponentResource):
                 names,
                 broker_host=broker.host,
                 broker_secret=broker.secret_name,
-                broker_image=broker.spec.image,
                 broker_client_label=broker.spec.client_label_key,
                 credentials_hash=broker.credentials_hash,
             ),
-            # The autoscaler moves spec.replicas; the next `pulumi up` must not move it back.
-            pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["spec.replicas"] if scaled else None)),
+            pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                # The autoscaler moves spec.replicas; the next `pulumi up` must not move it back.
+                ignore_changes=["spec.replicas"] if scaled else None,
+                custom_timeouts=engine_timeouts(spec),
+            )),
         )
         if scaled:
             auth = kubernetes_objects.create(manifests.trigger_authentication(names, broker.secret_name), child)

@@ -30,26 +30,10 @@ APP = "celery-worker"
 COMPONENT = "task-server"
 Manifest = dict[str, Any]
 
-# The init container's whole job: wait, bounded, until the broker answers an authenticated
-# PING, saying what it waits for and what it last heard. Workers then never start ahead of
-# Redis, after a node restart as much as on first deploy.
-WAIT_FOR_BROKER = """\
-deadline=$(( $(date +%s) + BROKER_WAIT_SECONDS ))
-echo "waiting for broker $BROKER_HOST:$BROKER_PORT to answer an authenticated PING (up to ${BROKER_WAIT_SECONDS}s)"
-while :; do
-  reply=$(timeout 5 redis-cli -h "$BROKER_HOST" -p "$BROKER_PORT" ping 2>&1 | head -n 1)
-  if [ "$reply" = "PONG" ]; then
-    echo "broker $BROKER_HOST:$BROKER_PORT is ready"
-    exit 0
-  fi
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    echo "broker $BROKER_HOST:$BROKER_PORT did not answer within ${BROKER_WAIT_SECONDS}s (last reply: ${reply:-none}); giving up" >&2
-    exit 1
-  fi
-  echo "broker not ready yet (reply: ${reply:-none}); retrying in 2s"
-  sleep 2
-done
-"""
+# The init container's whole job (gru_worker.wait_for_broker): wait, bounded, until the broker
+# answers an authenticated PING. It runs in the worker image, so only the workers' own image
+# decides when their pods change.
+WAIT_FOR_BROKER = ["python", "-m", "gru_worker.wait_for_broker"]
 
 
 class TaskServerNames:
@@ -120,7 +104,6 @@ def deployment(
     *,
     broker_host: pulumi.Input[str],
     broker_secret: pulumi.Input[str],
-    broker_image: str,
     broker_client_label: str,
     credentials_hash: pulumi.Input[str],
 ) -> Manifest:
@@ -130,7 +113,7 @@ def deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {**_metadata(names, names.deployment),
-                     "annotations": checkov_skip_annotations([spec.image, broker_image])},
+                     "annotations": checkov_skip_annotations([spec.image])},
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": 5,
@@ -165,19 +148,17 @@ def deployment(
                     "initContainers": [
                         {
                             "name": "wait-for-broker",
-                            # The broker's own image: it has redis-cli, whatever the worker image is.
-                            "image": broker_image,
-                            "imagePullPolicy": image_pull_policy(broker_image),
-                            "command": ["sh", "-c", WAIT_FOR_BROKER],
+                            "image": spec.image,
+                            "imagePullPolicy": image_pull_policy(spec.image),
+                            "command": WAIT_FOR_BROKER,
                             "env": [
-                                {"name": "BROKER_HOST", "value": broker_host},
-                                {"name": "BROKER_PORT", "value": str(REDIS_PORT)},
                                 {"name": "BROKER_WAIT_SECONDS", "value": str(spec.broker_wait_seconds)},
-                                _secret_env("REDISCLI_AUTH", broker_secret, PASSWORD_KEY),
+                                _secret_env(BROKER_URL_ENV, broker_secret, URL_KEY),
                             ],
                             "resources": {
-                                "requests": {"cpu": "10m", "memory": "16Mi"},
-                                "limits": {"cpu": "100m", "memory": "32Mi"},
+                                # A Python start-up and redis-py: about 25 MiB resident.
+                                "requests": {"cpu": "10m", "memory": "48Mi"},
+                                "limits": {"cpu": "200m", "memory": "96Mi"},
                             },
                             "securityContext": container_security_context(),
                         }
