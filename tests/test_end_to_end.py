@@ -17,6 +17,7 @@ from kombu.exceptions import OperationalError
 
 from gru.render import render_stack, write_manifests
 from gru_worker.probe import check as probe_check
+from gru_worker.settings import SOCKET_TIMEOUT_SECONDS, settings_from_env
 from localrun import LocalStack
 from localrun.runner import have_redis
 
@@ -49,10 +50,10 @@ MakeStack = Callable[..., LocalStack]
 def make_stack(tmp_path: Path) -> Iterator[MakeStack]:
     started: list[LocalStack] = []
 
-    def make(max_memory_mb: int = 64, wait: int = 60) -> LocalStack:
+    def make(max_memory_mb: int = 64, wait: int = 60, text: str | None = None) -> LocalStack:
         stacks = tmp_path / "stacks"
         stacks.mkdir(exist_ok=True)
-        (stacks / "e2e.yaml").write_text(STACK.format(max_memory_mb=max_memory_mb, wait=wait))
+        (stacks / "e2e.yaml").write_text(text or STACK.format(max_memory_mb=max_memory_mb, wait=wait))
         rendered = tmp_path / "rendered"
         write_manifests(render_stack("e2e", stacks, show_secrets=True, secret_config={"gru:redis-password": PASSWORD}),
                         rendered)
@@ -188,6 +189,86 @@ def test_queued_tasks_survive_a_redis_restart(make_stack: MakeStack, how: str) -
     assert redis.Redis(host="127.0.0.1", port=port, password=PASSWORD).llen("celery") == 50
     stack.start_replicas(SERVER)
     assert [r.get(timeout=60) for _, r in sent] == [t for t, _ in sent]
+
+
+@pytest.mark.parametrize("how", ["graceful", "crash"])
+def test_a_running_task_survives_a_redis_restart_and_runs_once(make_stack: MakeStack, how: str) -> None:
+    stack = make_stack()
+    stack.start_broker()
+    worker = stack.start_pod(SERVER, 0)
+    stack.wait_workers_ready(SERVER, [0])
+    app = client(stack)
+    ((token, running),) = send_sleep(app, 2.5)
+    wait_state(running, "STARTED", 30)
+    if how == "graceful":
+        assert stack.stop_broker() == 0
+    else:
+        stack._brokers["redis"].process.kill_all()  # type: ignore[union-attr]
+    time.sleep(1)
+    stack.start_broker()
+    # The task finishes on the worker it started on and its result is stored.
+    assert running.get(timeout=60) == token
+    assert worker.running()
+    # Past two visibility timeouts (16 s each) and their sweeps: never delivered a second time.
+    time.sleep(2 * 16 + 4)
+    assert worker.log().count(f"Task gru.sleep[{running.id}] received") == 1
+    assert worker.log().count(f"Task gru.sleep[{running.id}] succeeded") == 1
+    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    assert db.llen("celery") == 0 and db.hlen("unacked") == 0
+
+
+TWO_FLEETS = """
+broker:
+  type: redis
+  name: redis
+  max_memory_mb: 64
+task_server:
+  - {type: celery, name: quick, broker_resource_name: redis, max_task_seconds: 2, queues: [quick]}
+  - {type: celery, name: slow, broker_resource_name: redis, max_task_seconds: 20, queues: [slow]}
+"""
+
+
+def test_fleets_with_different_task_limits_on_one_broker_never_redeliver_each_others_tasks(
+        make_stack: MakeStack) -> None:
+    # Alone, `quick` would use a 14 s visibility timeout and its workers would requeue the
+    # slow fleet's 18 s task while it runs (kombu keeps one unacked index per database).
+    stack = make_stack(text=TWO_FLEETS)
+    stack.start_broker()
+    quick, slow = stack.start_pod("quick", 0), stack.start_pod("slow", 0)
+    stack.wait_workers_ready("quick", [0])
+    stack.wait_workers_ready("slow", [0])
+    app = client(stack)
+    token = uuid.uuid4().hex
+    running = app.send_task("gru.sleep", args=[18, token], queue="slow")
+    assert running.get(timeout=90) == token
+    time.sleep(5)  # a requeued copy would be received by the slow worker as soon as it is free
+    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    assert db.llen("slow") == 0 and db.hlen("unacked") == 0
+    for worker in (quick, slow):
+        assert worker.log().count(f"Task gru.sleep[{running.id}] received") == (1 if worker is slow else 0)
+    env = {e["name"]: e.get("value") for e in
+           stack.deployment("quick")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GRU_VISIBILITY_TIMEOUT"] == "80"  # the slow fleet's 2 x (20 + 20), one per broker
+
+
+def test_a_publish_to_a_broker_that_stops_answering_fails_instead_of_hanging(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    stack.start_broker()
+    # A client with the worker app's settings: tasks that enqueue tasks, results being stored.
+    app = Celery("e2e-producer")
+    app.conf.update(settings_from_env({"CELERY_BROKER_URL": stack.broker_url()}))
+    assert app.send_task("gru.ping").id  # connected
+    broker = stack._brokers["redis"].process
+    assert broker is not None
+    broker.signal(signal.SIGSTOP)  # TCP stays open; nothing answers (a frozen node)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            app.send_task("gru.ping", retry=False)
+        assert time.monotonic() - started < 3 * SOCKET_TIMEOUT_SECONDS
+    finally:
+        broker.signal(signal.SIGCONT)
+    assert app.send_task("gru.ping", retry=False).id
 
 
 def test_a_full_broker_refuses_writes_and_keeps_what_it_has(make_stack: MakeStack) -> None:

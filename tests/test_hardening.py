@@ -126,6 +126,8 @@ def test_disruption_budgets_never_block_a_drain(rendered: list[Manifest]) -> Non
     for deployment in of_kind(rendered, "Deployment"):
         budget = named(rendered, "PodDisruptionBudget", deployment["metadata"]["name"])
         assert budget["spec"]["maxUnavailable"] == "25%"
+        # A drain must not stall while every worker is unready because Redis is moving.
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
         assert "minAvailable" not in budget["spec"]
 
 

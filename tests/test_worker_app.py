@@ -60,3 +60,11 @@ def test_probe_command_exit_codes(tmp_path: Path) -> None:
     assert subprocess.run(command, env=env, capture_output=True).returncode == 1
     (tmp_path / "ready").touch()
     assert subprocess.run(command, env=env, capture_output=True).returncode == 0
+
+
+def test_running_tasks_are_cancelled_on_connection_loss_only_on_amqp() -> None:
+    # On Redis cancelling would lose the task (test_end_to_end proves it keeps running instead).
+    assert settings_from_env({"CELERY_BROKER_URL": "redis://:x@h:6379/0"})[
+        "worker_cancel_long_running_tasks_on_connection_loss"] is False
+    assert settings_from_env({"CELERY_BROKER_URL": "amqp://u:x@h:5672//"})[
+        "worker_cancel_long_running_tasks_on_connection_loss"] is True

@@ -38,7 +38,7 @@ class TaskServer(pulumi.ComponentResource):
     replicas: pulumi.Output[int]
     concurrency: pulumi.Output[int]
 
-    def __init__(self, spec: TaskServerSpec, broker: Broker,
+    def __init__(self, spec: TaskServerSpec, broker: Broker, visibility_timeout_seconds: int | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[broker]))
         super().__init__(TYPE_TOKEN, spec.name, None, opts)
@@ -58,6 +58,7 @@ class TaskServer(pulumi.ComponentResource):
                 broker_secret=broker.secret_name,
                 broker_client_label=broker.spec.client_label_key,
                 credentials_hash=broker.credentials_hash,
+                visibility_timeout_seconds=visibility_timeout_seconds or spec.visibility_timeout_seconds,
             ),
             pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 # The autoscaler moves spec.replicas; the next `pulumi up` must not move it back.

@@ -79,12 +79,19 @@ def service_account(names: TaskServerNames) -> Manifest:
 
 def disruption_budget(names: TaskServerNames) -> Manifest:
     """A node drain evicts at most a quarter of the workers at once (at least one, so a drain
-    never blocks); each evicted worker gets its full grace period to finish its task."""
+    never blocks); each evicted worker gets its full grace period to finish its task.
+
+    Unready workers may always be evicted: while Redis moves (a drain of its node), every
+    worker is unready, and the default policy would then let no worker be evicted at all."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(names, names.disruption_budget),
-        "spec": {"maxUnavailable": "25%", "selector": {"matchLabels": selector_labels(APP, names.base)}},
+        "spec": {
+            "maxUnavailable": "25%",
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            "selector": {"matchLabels": selector_labels(APP, names.base)},
+        },
     }
 
 
@@ -106,6 +113,7 @@ def deployment(
     broker_secret: pulumi.Input[str],
     broker_client_label: str,
     credentials_hash: pulumi.Input[str],
+    visibility_timeout_seconds: int,
 ) -> Manifest:
     labels = common_labels(APP, names.base, COMPONENT)
     selector = selector_labels(APP, names.base)
@@ -174,7 +182,7 @@ def deployment(
                                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                                 _secret_env(BROKER_URL_ENV, broker_secret, URL_KEY),
                                 _secret_env(RESULT_BACKEND_ENV, broker_secret, URL_KEY),
-                                *({"name": k, "value": v} for k, v in app_settings_env(spec).items()),
+                                *({"name": k, "value": v} for k, v in app_settings_env(spec, visibility_timeout_seconds).items()),
                             ],
                             # Liveness: the worker's own timer keeps a file fresh. Costs one
                             # stat, unlike `celery inspect ping` (seconds of CPU per call).

@@ -46,10 +46,14 @@ def worker_args(spec: TaskServerSpec) -> list[str]:
     return args
 
 
-def app_settings_env(spec: TaskServerSpec) -> dict[str, str]:
-    """Settings only the Celery app can take, as plain (non-secret) environment values."""
+def app_settings_env(spec: TaskServerSpec, visibility_timeout_seconds: int | None = None) -> dict[str, str]:
+    """Settings only the Celery app can take, as plain (non-secret) environment values.
+
+    `visibility_timeout_seconds` is the broker's (StackSpec.visibility_timeout_of), shared by all
+    its task servers; alone, a task server's own.
+    """
     return {
-        VISIBILITY_TIMEOUT_ENV: str(spec.visibility_timeout_seconds),
+        VISIBILITY_TIMEOUT_ENV: str(visibility_timeout_seconds or spec.visibility_timeout_seconds),
         ACKS_LATE_ENV: "true",
         REJECT_ON_WORKER_LOST_ENV: "true",
         HEALTH_DIR_ENV: HEALTH_DIR,

@@ -5,8 +5,10 @@ stuck, which a restart fixes. While the consumer reconnects to its broker the lo
 turn, so `reconnecting` marks that state and the liveness probe accepts it: restarting a worker
 cannot bring Redis back, and restarted workers would only crash-loop until it is (Celery gives
 up after broker_connection_max_retries and exits by itself). `ready` exists only while the
-consumer holds a broker connection and consumes. Both cost the kubelet a
-`stat`, where `celery inspect ping` costs seconds of CPU and a broker round trip.
+consumer holds a broker connection and consumes, and the broker answered the last PING (each
+beat sends one, bounded by a short timeout: a frozen broker keeps its TCP connections open and
+the consumer's own wait would never notice). Both cost the kubelet a `stat`, where
+`celery inspect ping` costs seconds of CPU and a broker round trip.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery, bootsteps
 
 HEALTH_DIR_ENV = "GRU_HEALTH_DIR"
 DEFAULT_HEALTH_DIR = "/var/run/gru-health"
 BEAT_SECONDS = 10.0
+PING_TIMEOUT_SECONDS = 3.0
 
 
 def health_dir() -> Path:
@@ -40,12 +44,28 @@ class ConsumerHealth(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self._timer_ref: Any = None
         self._dir = health_dir()
+        self._ping: redis.Redis | None = None
 
     def _beat(self) -> None:
         _touch(self._dir / "alive")
-        _touch(self._dir / "ready")
+        if self._broker_answers():
+            _touch(self._dir / "ready")
+        else:
+            (self._dir / "ready").unlink(missing_ok=True)
+
+    def _broker_answers(self) -> bool:
+        if self._ping is None:
+            return True  # not a Redis broker: the consumer's connection is the signal
+        try:
+            return bool(self._ping.ping())
+        except Exception:  # noqa: BLE001 - any failure means "not answering"
+            return False
 
     def start(self, parent: Any) -> None:
+        url = str(parent.app.conf.broker_url or "")
+        if url.startswith(("redis://", "rediss://")) and self._ping is None:
+            self._ping = redis.Redis.from_url(url, socket_timeout=PING_TIMEOUT_SECONDS,
+                                              socket_connect_timeout=PING_TIMEOUT_SECONDS)
         (self._dir / "reconnecting").unlink(missing_ok=True)
         self._beat()
         self._timer_ref = parent.timer.call_repeatedly(BEAT_SECONDS, self._beat)

@@ -9,6 +9,7 @@ A custom Celery app picks them up with:
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,28 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in _TRUE
 
 
+# A broker that vanishes without closing TCP (a lost node, a frozen process) must fail calls,
+# not hang them: bounded reads and connects, TCP keepalive, and a ping on idle connections.
+# The read timeout stays above kombu's 1 s BRPOP wait, and short: the worker's event loop
+# makes some calls synchronously (the unacked sweep), and a frozen broker must not stall it.
+SOCKET_TIMEOUT_SECONDS = 5
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    # A peer that is gone (not merely frozen) is found after about 60 + 3 x 10 s.
+    "socket_keepalive_options": {socket.TCP_KEEPIDLE: 60, socket.TCP_KEEPINTVL: 10, socket.TCP_KEEPCNT: 3},
+    "retry_on_timeout": False,  # a retry would double each stall; kombu and Celery retry above this
+    "health_check_interval": 10,
+}
+
+
+def _is_amqp(url: str | None) -> bool:
+    return (url or "").split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp")
+
+
 def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    broker_url = env.get("CELERY_BROKER_URL")
     visibility_timeout = int(env.get("GRU_VISIBILITY_TIMEOUT", "3600"))
     transport_options = {
         # Must outlast the longest task, or Redis hands a running task to a second worker.
@@ -30,18 +52,21 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # timeout (1 to 60 s), every time: one ZRANGE per worker per sweep.
         "unacked_restore_interval": max(1, min(60, visibility_timeout // 8)),
         "unacked_restore_throttle": 1,
+        **CONNECTION_OPTIONS,
     }
     settings: dict[str, Any] = {
-        "broker_url": env.get("CELERY_BROKER_URL"),
+        "broker_url": broker_url,
         "broker_transport_options": transport_options,
         # Acknowledge after the task ran: a task whose worker died is delivered again.
         "task_acks_late": _flag(env, "GRU_ACKS_LATE", True),
         # ...including when the pool process itself is killed (OOM, SIGKILL).
         "task_reject_on_worker_lost": _flag(env, "GRU_REJECT_ON_WORKER_LOST", True),
         "worker_prefetch_multiplier": 1,
-        # A task whose broker connection dropped will be redelivered; running it on would
-        # execute it twice.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # On AMQP a task whose connection dropped can no longer be acked and will be delivered
+        # again: running it on would execute it twice. On Redis the ack is a delete by delivery
+        # tag that works after reconnecting, and cancelling would lose the running task
+        # (it is never delivered again): keep running it.
+        "worker_cancel_long_running_tasks_on_connection_loss": _is_amqp(broker_url),
         "broker_connection_retry_on_startup": True,
         "task_track_started": True,
         "result_expires": 24 * 3600,
@@ -50,4 +75,11 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     if backend:
         settings["result_backend"] = backend
         settings["result_backend_transport_options"] = {"visibility_timeout": visibility_timeout}
+        settings.update({
+            "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
+            "redis_socket_connect_timeout": 5,
+            "redis_socket_keepalive": True,
+            "redis_retry_on_timeout": False,
+            "redis_backend_health_check_interval": 10,
+        })
     return settings
