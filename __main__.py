@@ -10,4 +10,4 @@ try:
 except (SpecError, PlaintextPasswordError) as error:
     # RunError ends the program with this message and no traceback. Validation runs before
     # the first registration, so nothing has been registered.
-    raise pulumi.RunError(str(error)) from None
+    raise pulumi.RunError(f"{error}\nNothing was deployed.") from None

@@ -73,8 +73,8 @@ def floor(kube: Kube, project: Path, size: str, namespace: str) -> float:
     return time.monotonic() - start
 
 
-def pulumi_up(project: Path, env: dict[str, str], size: str, namespace: str) -> float:
-    stack = f"bench-{size}"
+def pulumi_up(project: Path, env: dict[str, str], size: str, namespace: str, stack: str = "") -> float:
+    stack = stack or f"bench-{size}"
     (project / "stacks" / f"{stack}.yaml").write_text(stack_yaml(size, namespace))
     subprocess.run(["pulumi", "stack", "init", stack, "--non-interactive"], cwd=project, env=env, check=True,
                    capture_output=True)
@@ -123,7 +123,7 @@ def main() -> None:
                    "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, "PULUMI_SKIP_UPDATE_CHECK": "true",
                    "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true", "KUBECONFIG": str(cluster / "kubeconfig")}
             # One untimed run first: plugin start-up caches, the venv's byte code.
-            pulumi_up(project, env, "1", "bench-warmup")
+            pulumi_up(project, env, "1", "bench-warmup", stack="warmup")
             rows = []
             print(f"{'size':>6} {'pulumi up s':>12} {'floor s':>9} {'ratio':>7}")
             for size in sizes:

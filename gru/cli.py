@@ -109,6 +109,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     result = api.render_manifests(args.stack, args.out, show_secrets=args.show_secrets, project_dir=args.project_dir,
                                   stacks_dir=args.stacks_dir)
+    if args.show_secrets:
+        plaintext = [f for f, o in zip(result.files, result.objects, strict=True) if o.kind == "Secret"]
+        print(f"gru: warning: --show-secrets wrote plaintext passwords to {', '.join(_display(f) for f in plaintext)} "
+              "(mode 0600); delete them when done and never commit them", file=sys.stderr)
     if args.json:
         _emit_json({"ok": True, **result.to_json()})
         return EXIT_OK

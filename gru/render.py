@@ -16,12 +16,13 @@ import yaml
 from pulumi.runtime import rpc
 
 from components.program import STACKS_DIR, run
+from components.spec import load_stack_spec, stack_file
 
 from .mock_engine import Evaluation, Registration, evaluate
 from .stack_config import read_stack_config
 
 REDACTED = "<redacted: use --show-secrets to see>"
-_RENDERED_FILE = re.compile(r"^\d{3}-.*\.yaml$")
+_RENDERED_FILE = re.compile(r"^\d{3,}-.*\.yaml$")
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,17 @@ _KIND_ORDER = [
 _COMPONENT_ORDER = ["gru:index:Broker", "gru:index:TaskServer"]
 
 
-def creation_order(evaluation: Evaluation) -> list[Registration]:
+def creation_order(evaluation: Evaluation, file_order: list[str] | None = None) -> list[Registration]:
     """Kubernetes objects in a stable order the engine could create them in: stack-level
-    objects, then component by component (brokers first, then in declaration order), and
-    within one by kind."""
+    objects, then component by component (brokers first, each kind in the order of the stack
+    file), and within one by kind. The engine registers components concurrently, so the order
+    they arrived in is not used: it differs from run to run."""
     components = [r for r in evaluation.registrations if not r.custom]
+    position = {name: i for i, name in enumerate(file_order or [])}
     rank = {
-        c.urn: (_COMPONENT_ORDER.index(c.type) if c.type in _COMPONENT_ORDER else len(_COMPONENT_ORDER), i)
-        for i, c in enumerate(components)
+        c.urn: (_COMPONENT_ORDER.index(c.type) if c.type in _COMPONENT_ORDER else len(_COMPONENT_ORDER),
+                position.get(c.name, len(position)))
+        for c in components
     }
     objects = evaluation.kubernetes_objects
 
@@ -93,7 +97,9 @@ def render_stack(stack: str, stacks_dir: Path = STACKS_DIR, show_secrets: bool =
     # byte-identical (PR diffs show only real changes); shown secrets are always fresh.
     evaluation = evaluate_stack(stack, stacks_dir, secret_config, stable_secrets=not show_secrets)
     objects = []
-    for registration in creation_order(evaluation):
+    spec = load_stack_spec(stack_file(stacks_dir, stack))
+    file_order = [b.name for b in spec.brokers] + [t.name for t in spec.task_servers]
+    for registration in creation_order(evaluation, file_order):
         manifest = _plain(registration.inputs)
         if manifest.get("kind") == "Secret" and not show_secrets:
             manifest = _redacted(manifest)
@@ -108,8 +114,10 @@ def write_manifests(objects: list[RenderedObject], out_dir: Path) -> list[Path]:
         if old.is_file() and _RENDERED_FILE.match(old.name):
             old.unlink()
     written = []
+    # Padded to the width of the count, so names sort in creation order past 999 objects too.
+    width = max(3, len(str(len(objects))))
     for index, obj in enumerate(objects, start=1):
-        path = out_dir / f"{index:03d}-{obj.kind.lower()}-{obj.namespace}-{obj.name}.yaml"
+        path = out_dir / f"{index:0{width}d}-{obj.kind.lower()}-{obj.namespace}-{obj.name}.yaml"
         path.write_text(yaml.dump(obj.manifest, Dumper=_ManifestDumper, sort_keys=False), encoding="utf-8")
         if obj.kind == "Secret":
             path.chmod(0o600)

@@ -31,7 +31,7 @@ TRANSLATIONS = (
     "Service DNS name and port (<broker>.<ns>.svc.cluster.local:6379) -> 127.0.0.1:<free port>, in env values "
     "(the broker URL from the Secret included) and in the Redis probe's `-p 6379`",
     "redis-server gets `--port <free port> --bind 127.0.0.1` appended (the rendered redis.conf binds all interfaces)",
-    "volume mount paths (/data, /etc/redis, /etc/redis/auth, /tmp, /var/run/gru-health) -> per-pod local directories, "
+    "volume mount paths (/data, /etc/redis, /etc/redis-auth, /tmp, /var/run/gru-health) -> per-pod local directories, "
     "in arguments, environment values and files materialised from ConfigMaps",
     "`celery` and `python` -> those of the running Python; the worker image's /app (PYTHONPATH) -> the repository's worker/",
     "TMPDIR points at the pod's /tmp volume, since the process does not see the rendered mount",
@@ -188,7 +188,7 @@ class LocalStack:
     def _translate_paths(text: str, mounts: dict[str, Path]) -> str:
         if not mounts:
             return text
-        # One pass, longest mount path first (/etc/redis/auth before /etc/redis), so a
+        # One pass, longest mount path first (/etc/redis-auth before /etc/redis), so a
         # replacement is never itself rewritten.
         paths = "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
         return re.sub(rf"(?<![\w/])({paths})(?=/|\b|$)", lambda m: str(mounts[m.group(1)]), text)

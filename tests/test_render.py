@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -9,7 +11,7 @@ import pytest
 import yaml
 
 from gru.cli import main
-from gru.render import REDACTED, render_stack, write_manifests
+from gru.render import REDACTED, RenderedObject, render_stack, write_manifests
 
 from .conftest import ROOT, SEED_YAML
 
@@ -114,3 +116,34 @@ def test_shown_secrets_are_fresh_each_render() -> None:
         return str(secret.manifest["stringData"]["redis-password"])
 
     assert password() != password()
+
+
+def _render_in_a_fresh_process(out: Path) -> bytes:
+    subprocess.run([sys.executable, "-m", "gru", "render", "--stack", "example", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=120)
+    return b"".join(p.name.encode() + b"\n" + p.read_bytes() for p in sorted(out.iterdir()))
+
+
+def test_renders_of_several_task_servers_are_byte_identical_across_processes(tmp_path: Path) -> None:
+    # Components register concurrently, so arrival order varies between processes; the file
+    # order must follow the stack file instead. 20 fresh processes, one result.
+    first = _render_in_a_fresh_process(tmp_path / "0")
+    assert first.count(b"kind: Deployment") >= 2
+    for i in range(1, 20):
+        assert _render_in_a_fresh_process(tmp_path / str(i)) == first, f"render {i} differs"
+
+
+def test_file_numbers_sort_in_creation_order_past_999(tmp_path: Path) -> None:
+    objects = [RenderedObject({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}", "namespace": "n"}})
+               for i in range(1001)]
+    written = write_manifests(objects, tmp_path)
+    assert [p.name for p in sorted(written)] == [p.name for p in written]
+    assert written[0].name.startswith("0001-") and written[-1].name.startswith("1001-")
+
+
+def test_show_secrets_warns_naming_the_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "--stack", "dev", "--out", str(tmp_path), "--show-secrets"]) == 0
+    err = capsys.readouterr().err
+    assert "plaintext passwords" in err and "redis-credentials.yaml" in err
+    assert main(["render", "--stack", "dev", "--out", str(tmp_path)]) == 0
+    assert "plaintext" not in capsys.readouterr().err

@@ -15,6 +15,7 @@ CASES: list[tuple[str, bytes, list[str]]] = [
     ("only comments", b"# nothing\n", ["file is empty"]),
     ("not utf-8", b"broker:\n  name: \xff\xfe\n", ["not UTF-8", "line 2"]),
     ("yaml syntax", b"broker:\n  type: redis\n name: [x\n", ["YAML syntax error", "line 3"]),
+    ("nul byte", b"broker:\n  type: redis\n  name: re\x00dis\n", ["U+0000 is not allowed", "line 3"]),
     ("top level list", b"- broker\n", ["top level is a list", "not a mapping"]),
     ("top level scalar", b"just text\n", ["top level is 'just text' (text)"]),
     ("string where mapping belongs", b"broker: redis\n", ["broker: is 'redis' (text), not a mapping"]),

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from components.spec import parse_stack_spec
 from components.task_server.worker_settings import app_settings_env
 from gru_worker.probe import check
@@ -68,3 +70,15 @@ def test_running_tasks_are_cancelled_on_connection_loss_only_on_amqp() -> None:
         "worker_cancel_long_running_tasks_on_connection_loss"] is False
     assert settings_from_env({"CELERY_BROKER_URL": "amqp://u:x@h:5672//"})[
         "worker_cancel_long_running_tasks_on_connection_loss"] is True
+
+
+def test_health_markers_are_cleared_when_a_worker_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The health volume outlives a container restart: stale markers must not pass a new container's probes.
+    from gru_worker import health
+
+    monkeypatch.setenv("GRU_HEALTH_DIR", str(tmp_path))
+    for name in ("alive", "ready", "reconnecting"):
+        (tmp_path / name).touch()
+    assert check("ready", 60, tmp_path)[0]
+    health.reset()
+    assert not check("ready", 60, tmp_path)[0] and not check("alive", 60, tmp_path)[0]

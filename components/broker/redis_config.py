@@ -7,7 +7,8 @@ from ..spec import BrokerSpec
 REDIS_PORT = 6379
 DATA_DIR = "/data"
 CONFIG_DIR = "/etc/redis"
-AUTH_DIR = "/etc/redis/auth"
+# Its own path, not inside the read-only ConfigMap mount at CONFIG_DIR.
+AUTH_DIR = "/etc/redis-auth"
 CONFIG_FILE = "redis.conf"
 AUTH_FILE = "auth.conf"
 

@@ -45,5 +45,5 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         count = len(self.problems)
-        header = f"{self.file}: {count} problem{'s' if count != 1 else ''} found, nothing was deployed"
+        header = f"{self.file}: {count} problem{'s' if count != 1 else ''} found"
         return "\n".join([header] + [f"  - {p.render()}" for p in self.problems])

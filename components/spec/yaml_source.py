@@ -82,7 +82,16 @@ def parse_yaml(raw: bytes) -> YamlDocument:
                     "declare at least a `broker:` (see stacks/dev.yaml for a complete example)")
         )
 
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as it is built: inside the error handling.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise YamlSourceError(
+            Problem((), f"character U+{exc.character:04X} is not allowed in YAML (a control character, "
+                        f"at offset {exc.position})",
+                    "remove it, or quote it as an escape like \"\\t\" inside a double-quoted string", line)
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -31,7 +31,6 @@ def worker_args(spec: TaskServerSpec) -> list[str]:
         # One reserved task per process: long tasks never strand short ones behind them,
         # and the queue length the autoscaler sees is the real backlog.
         "--prefetch-multiplier=1",
-        "-O", "fair",
         f"--queues={','.join(spec.queues)}",
         # $(POD_NAME) is expanded by the kubelet: each pod is a distinct Celery node.
         "--hostname=celery@$(POD_NAME)",

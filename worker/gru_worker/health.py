@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 HEALTH_DIR_ENV = "GRU_HEALTH_DIR"
 DEFAULT_HEALTH_DIR = "/var/run/gru-health"
@@ -86,6 +86,14 @@ class ConsumerHealth(bootsteps.StartStopStep):
         (self._dir / "reconnecting").unlink(missing_ok=True)
 
 
+def reset(**_: Any) -> None:
+    """Clear the markers when the worker starts: the health volume outlives a container
+    restart, and a stale `ready` or `alive` would pass the probes of a new container that hangs."""
+    for name in ("alive", "ready", "reconnecting"):
+        (health_dir() / name).unlink(missing_ok=True)
+
+
 def install(app: Celery) -> None:
     """Add the health files to `app`'s workers (a custom app calls this too)."""
     app.steps["consumer"].add(ConsumerHealth)
+    signals.worker_init.connect(reset, weak=False)

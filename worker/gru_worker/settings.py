@@ -74,7 +74,6 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     backend = env.get("GRU_RESULT_BACKEND_URL")
     if backend:
         settings["result_backend"] = backend
-        settings["result_backend_transport_options"] = {"visibility_timeout": visibility_timeout}
         settings.update({
             "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
             "redis_socket_connect_timeout": 5,
