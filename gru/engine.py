@@ -269,7 +269,18 @@ def _command_failure(what: str, error: Exception) -> str:
     code = re.search(r"code: (-?\d+)", text)
     detail = " ".join(lines[-5:]) if lines else "see the Pulumi output above"
     exit_note = f" (exit code {code.group(1)})" if code else ""
-    return f"{what} failed{exit_note}: {detail}"
+    hints = [hint for marker, hint in _KNOWN_REFUSALS if marker in text]
+    return f"{what} failed{exit_note}: {detail}" + "".join(f"\n{hint}" for hint in hints)
+
+
+# Refusals of the API server that a stack edit causes, and what they mean for this project.
+_KNOWN_REFUSALS = (
+    ("updates to statefulset spec for fields other than",
+     "Kubernetes forbids this edit of the broker's StatefulSet in place (its volume claim template: "
+     "storage.storage_class or storage.enabled). Nothing was changed. Undo the edit; to move Redis to other "
+     "storage, drain its queues and deploy a broker under a new name (see the README's table of what each "
+     "edit does)."),
+)
 
 
 def _masked(outputs: Mapping[str, tuple[Any, bool]], show_secrets: bool) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gru import api
+from gru.errors import GruError
 from localcluster.control_plane import BUSY_ANNOTATION
 
 from .conftest import Project, changed_steps, unique
@@ -150,3 +152,20 @@ def test_renaming_a_task_server_creates_the_new_fleet_before_deleting_the_old(de
     assert planned[DEPLOYMENT] == "delete"
     assert not any(op != "create" and op != "delete" for op in planned.values()), planned
     assert not any("Broker" in name or "redis" in name for name in planned), planned
+
+
+def test_preview_says_plainly_when_kubernetes_forbids_an_in_place_change(
+        deployed: tuple[Project, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    project, stack, ns = deployed
+    for key in ("PATH", "PULUMI_HOME", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "KUBECONFIG",
+                "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "PULUMI_SKIP_UPDATE_CHECK"):
+        monkeypatch.setenv(key, project.env[key])
+    before = project.kube.get("StatefulSet", "redis", ns)
+    # A new storage class: the claim template cannot change. The provider does not replace the
+    # StatefulSet; the API server refuses, and gru says what that means.
+    project.write_stack(stack, edit(ns, "max_memory_mb: 256", "max_memory_mb: 256\n  storage:\n    storage_class: fast"))
+    with pytest.raises(GruError, match="forbids this edit of the broker's StatefulSet in place") as refused:
+        api.preview(stack, project_dir=project.root, on_output=None)
+    assert "Nothing was changed" in str(refused.value)
+    after = project.kube.get("StatefulSet", "redis", ns)
+    assert after is not None and before is not None and after["metadata"]["uid"] == before["metadata"]["uid"]
