@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from components.program import PlaintextPasswordError
-from components.spec import SpecError
+from components.spec import SpecError, StackSpec
 
 from . import api
 
@@ -103,7 +103,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         })
         return EXIT_OK
     print(f"{spec.file}: valid ({len(spec.brokers)} broker(s), {len(spec.task_servers)} task server(s))")
+    _print_images(spec)
     return EXIT_OK
+
+
+def _print_images(spec: StackSpec) -> None:
+    """The images the cluster will pull (IfNotPresent), so a missing one is noticed before a rollout waits on it."""
+    for broker in spec.brokers:
+        print(f"  broker {broker.name}: image {broker.image}")
+    for server in spec.task_servers:
+        print(f"  task server {server.name}: image {server.image} (built from worker/ or your own; see the README)")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -149,6 +158,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     summary = api.preview(args.stack, diff=args.diff, project_dir=args.project_dir, on_output=_progress(args))
+    if not args.json:
+        _print_images(api.validate(args.stack, args.project_dir))
     if args.json:
         _emit_json({"ok": True, "stack": args.stack, **summary.to_json()})
     else:

@@ -697,10 +697,12 @@ def test_validate_json_reports_problems(project: Path, capsys: pytest.CaptureFix
     assert "broker[0].max_memory_mb" in err and "Traceback" not in err
 
 
-def test_validate_text_output_is_unchanged(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_text_output_names_the_file_and_the_images(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(project, ["validate", "--stack", "dev"], capsys)
     assert code == 0
-    assert out.strip().endswith("dev.yaml: valid (1 broker(s), 1 task server(s))")
+    first, *images = out.strip().splitlines()
+    assert first.endswith("dev.yaml: valid (1 broker(s), 1 task server(s))")
+    assert [line.split(":")[0].strip() for line in images] == ["broker redis", "task server task_server"]
 
 
 def test_render_json(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,6 +84,9 @@ def test_cli_render_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(list((tmp_path / "out").glob("*.yaml"))) == 13
     assert "rendered 13 objects" in capsys.readouterr().out
     assert main(["validate", "--stack", "dev"]) == 0
+    out = capsys.readouterr().out
+    # Which images the cluster will pull, so a missing one is noticed before a rollout waits on it.
+    assert "task server task_server: image gru-worker:0.1.0" in out and "broker redis: image redis:" in out
 
 
 def test_cli_reports_a_bad_stack_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
