@@ -75,12 +75,16 @@ class BrokerSpec(Scheduling):
 
         The memory limit leaves room for the fork that rewrites the append-only file
         (copy-on-write can touch every page) so a rewrite does not get the pod OOM-killed.
+        The CPU limit is two cores: Redis serves commands on one thread, but the rewrite fork
+        and its fsync and lazy-free threads run beside it, and a one-core quota would throttle
+        the command thread exactly while a rewrite runs. A limit stays (rather than none) so a
+        runaway broker cannot starve the node's other pods.
         """
         if self.resources is not None:
             return self.resources
         return ComputeResources(
             cpu_request="100m",
             memory_request=f"{self.max_memory_mb + self.max_memory_mb // 4 + 64}Mi",
-            cpu_limit="1",
+            cpu_limit="2",
             memory_limit=f"{self.max_memory_mb * 2 + 64}Mi",
         )
