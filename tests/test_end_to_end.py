@@ -3,6 +3,8 @@ workers with exactly the rendered commands, arguments and environment (localrun/
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
 import uuid
@@ -269,6 +271,48 @@ def test_a_publish_to_a_broker_that_stops_answering_fails_instead_of_hanging(mak
     finally:
         broker.signal(signal.SIGCONT)
     assert app.send_task("gru.ping", retry=False).id
+
+
+POISON_APP = """
+import os
+import signal
+
+from gru_worker.app import app
+
+
+@app.task(name="test.crash")
+def crash() -> None:
+    # What the OOM killer does to a task that eats memory: the pool process dies at once.
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_poison_task_goes_to_the_dead_letter_list_and_the_worker_stays_up(make_stack: MakeStack, tmp_path: Path) -> None:
+    (tmp_path / "poison_app.py").write_text(POISON_APP)
+    text = STACK.format(max_memory_mb=64, wait=60) + "  app: poison_app\n  max_deliveries: 3\n"
+    stack = make_stack(text=text)
+    stack.start_broker()
+    worker = stack.start_pod(SERVER, 0, extra_env={"PYTHONPATH": f"{stack.worker_dir}{os.pathsep}{tmp_path}"})
+    stack.wait_workers_ready(SERVER, [0])
+    app = client(stack)
+    poison = app.send_task("test.crash")
+    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    deadline = time.monotonic() + 90
+    while db.llen("gru:dead-letter") == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    (raw,) = db.lrange("gru:dead-letter", 0, -1)
+    entry = json.loads(raw)
+    assert entry["id"] == poison.id and entry["name"] == "test.crash" and entry["deliveries"] == 3
+    assert int(db.get("gru:dead-letter:count") or 0) == 1
+    # Run three times, then received a fourth time and not run; nothing left to redeliver.
+    assert worker.log().count(f"Task test.crash[{poison.id}] received") == 4
+    assert worker.running()
+    assert app.send_task("gru.ping").get(timeout=30) == "pong"
+    deadline = time.monotonic() + 10  # the ping's late ack follows its result
+    while db.hlen("unacked") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert db.llen("celery") == 0 and db.hlen("unacked") == 0, db.hgetall("unacked")
+    assert poison.state == "REVOKED"
 
 
 def test_a_full_broker_refuses_writes_and_keeps_what_it_has(make_stack: MakeStack) -> None:

@@ -203,9 +203,9 @@ def test_metrics_sidecar_and_service_monitor(example: list[Manifest]) -> None:
     (exporter,) = [c for c in redis["containers"] if c["name"] == "metrics"]
     env = {e["name"]: e for e in exporter["env"]}
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-credentials"
-    # Queue depth of every task server's queue, as redis_key_size.
+    # Queue depth of every task server's queue, and the dead-letter list's, as redis_key_size.
     assert set(env["REDIS_EXPORTER_CHECK_SINGLE_KEYS"]["value"].split(",")) == {
-        "db0=celery", "db0=research", "db0=research.priority", "db0=batch"}
+        "db0=celery", "db0=research", "db0=research.priority", "db0=batch", "db0=gru:dead-letter"}
     assert named(example, "Service", "redis-metrics")["spec"]["ports"][0]["port"] == 9121
     assert named(example, "ServiceMonitor", "redis")["spec"]["endpoints"][0]["port"] == "metrics"
 

@@ -82,3 +82,14 @@ def test_health_markers_are_cleared_when_a_worker_starts(tmp_path: Path, monkeyp
     assert check("ready", 60, tmp_path)[0]
     health.reset()
     assert not check("ready", 60, tmp_path)[0] and not check("alive", 60, tmp_path)[0]
+
+
+def test_the_delivery_cap_travels_to_the_worker_and_the_dead_letters_to_the_metrics() -> None:
+    from components.broker.redis_config import DEAD_LETTER_KEY
+    from gru_worker.deliveries import DEAD_LETTER_KEY as WORKER_DEAD_LETTER_KEY
+
+    (server,) = parse_stack_spec((SEED_YAML + "  max_deliveries: 7\n").encode(), "dev.yaml").task_servers
+    assert app_settings_env(server)["GRU_MAX_DELIVERIES"] == "7"
+    (default,) = parse_stack_spec(SEED_YAML.encode(), "dev.yaml").task_servers
+    assert app_settings_env(default)["GRU_MAX_DELIVERIES"] == "5"
+    assert DEAD_LETTER_KEY == WORKER_DEAD_LETTER_KEY  # the exporter watches the list the workers write

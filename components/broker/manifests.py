@@ -18,7 +18,7 @@ from ..pod_security import (
     pod_security_context,
 )
 from ..spec import BrokerSpec, kubernetes_name
-from .redis_config import AUTH_DIR, AUTH_FILE, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT
+from .redis_config import AUTH_DIR, AUTH_FILE, CONFIG_DIR, CONFIG_FILE, DATA_DIR, DEAD_LETTER_KEY, REDIS_PORT
 
 APP = "redis"
 COMPONENT = "broker"
@@ -294,7 +294,8 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
 
 
 def _exporter(spec: BrokerSpec, names: BrokerNames, queues: list[str]) -> Manifest:
-    """redis_exporter, reporting each task-server queue's length as `redis_key_size`."""
+    """redis_exporter, reporting each task-server queue's length, and the dead-letter list's,
+    as `redis_key_size`."""
     return {
         "name": "metrics",
         "image": spec.metrics.image,
@@ -302,7 +303,7 @@ def _exporter(spec: BrokerSpec, names: BrokerNames, queues: list[str]) -> Manife
         "env": [
             {"name": "REDIS_ADDR", "value": f"redis://127.0.0.1:{REDIS_PORT}"},
             {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": names.secret, "key": PASSWORD_KEY}}},
-            {"name": "REDIS_EXPORTER_CHECK_SINGLE_KEYS", "value": ",".join(f"db0={q}" for q in queues)},
+            {"name": "REDIS_EXPORTER_CHECK_SINGLE_KEYS", "value": ",".join(f"db0={k}" for k in [*queues, DEAD_LETTER_KEY])},
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 3},

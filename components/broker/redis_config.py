@@ -10,6 +10,8 @@ CONFIG_DIR = "/etc/redis"
 # Its own path, not inside the read-only ConfigMap mount at CONFIG_DIR.
 AUTH_DIR = "/etc/redis-auth"
 CONFIG_FILE = "redis.conf"
+# Where workers put tasks past their delivery cap (gru_worker.deliveries writes it).
+DEAD_LETTER_KEY = "gru:dead-letter"
 AUTH_FILE = "auth.conf"
 
 

@@ -80,6 +80,9 @@ class TaskServerSpec(Scheduling):
     max_tasks_per_child: StrictInt | None = Field(default=None, ge=1)
     max_memory_per_child_mb: StrictInt | None = Field(default=None, ge=16)
     broker_wait_seconds: StrictInt = Field(default=300, ge=5, le=3600)
+    # A task delivered this many times without finishing (its process killed: OOM, segfault)
+    # goes to the broker's dead-letter list instead of looping forever.
+    max_deliveries: StrictInt = Field(default=5, ge=1, le=1000)
     resources: ComputeResources | None = None
     autoscaling: Autoscaling = Autoscaling()
 

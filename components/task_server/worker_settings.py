@@ -15,6 +15,7 @@ VISIBILITY_TIMEOUT_ENV = "GRU_VISIBILITY_TIMEOUT"
 ACKS_LATE_ENV = "GRU_ACKS_LATE"
 REJECT_ON_WORKER_LOST_ENV = "GRU_REJECT_ON_WORKER_LOST"
 HEALTH_DIR_ENV = "GRU_HEALTH_DIR"
+MAX_DELIVERIES_ENV = "GRU_MAX_DELIVERIES"
 
 HEALTH_DIR = "/var/run/gru-health"
 # The liveness file is touched by the worker's own timer; a file older than this means the
@@ -56,5 +57,6 @@ def app_settings_env(spec: TaskServerSpec, visibility_timeout_seconds: int | Non
         ACKS_LATE_ENV: "true",
         REJECT_ON_WORKER_LOST_ENV: "true",
         HEALTH_DIR_ENV: HEALTH_DIR,
+        MAX_DELIVERIES_ENV: str(spec.max_deliveries),
         "PYTHONUNBUFFERED": "1",
     }

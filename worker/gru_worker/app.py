@@ -6,12 +6,13 @@ import time
 
 from celery import Celery
 
-from . import health
+from . import deliveries, health
 from .settings import settings_from_env
 
 app = Celery("gru_worker")
 app.conf.update(settings_from_env())
 health.install(app)
+deliveries.install(app)
 
 
 @app.task(name="gru.ping")
