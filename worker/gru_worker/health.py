@@ -6,9 +6,10 @@ turn, so `reconnecting` marks that state and the liveness probe accepts it: rest
 cannot bring Redis back, and restarted workers would only crash-loop until it is (Celery gives
 up after broker_connection_max_retries and exits by itself). `ready` exists only while the
 consumer holds a broker connection and consumes, and the broker answered the last PING (each
-beat sends one, bounded by a short timeout: a frozen broker keeps its TCP connections open and
-the consumer's own wait would never notice). Both cost the kubelet a `stat`, where
-`celery inspect ping` costs seconds of CPU and a broker round trip.
+beat sends one, bounded by a short timeout, so a broker that stops answering makes the worker
+unready at the next beat while the loop still turns; a loop that stalls leaves both files to
+go stale). Both cost the kubelet a `stat`, where `celery inspect ping` costs seconds of CPU
+and a broker round trip.
 """
 
 from __future__ import annotations
