@@ -6,7 +6,7 @@ the project as working directory, the embedded backend and the dev passphrase in
 environment, the stack name, `--diff`; and what gru makes of its answers: streamed output,
 change summaries, masked secrets, failures as GruError without a traceback. It keeps its
 "state" in the directory PULUMI_BACKEND_URL names, so a wrong backend shows as a missing stack.
-The real engine is exercised in test_api_engine.py where the Pulumi CLI is installed.
+The real engine is exercised in tests/engine/, against a local control plane.
 """
 
 from __future__ import annotations
