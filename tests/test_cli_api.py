@@ -2,7 +2,7 @@
 
 Everything runs on a temporary copy of the project layout (Pulumi.yaml and stacks/), never on
 the real stacks/. The engine is either absent (PATH set to an empty directory) or a fake that
-records what it was asked to do; tests that need the real Pulumi CLI are in tests/engine/
+records what it was asked to do; tests that need the real Pulumi CLI are in tests/engine/.
 """
 
 from __future__ import annotations
