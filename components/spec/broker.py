@@ -12,7 +12,8 @@ from .problems import CrossFieldProblem
 
 SUPPORTED_BROKER_TYPES = ("redis",)
 # Redis 7.2 is the last BSD-licensed line; pinned so every rollout runs the same server.
-DEFAULT_REDIS_IMAGE = "redis:7.2.7-alpine"
+# 7.2.11: fixes CVE-2025-21605 (7.2.8) and CVE-2025-49844 (7.2.11).
+DEFAULT_REDIS_IMAGE = "redis:7.2.11-alpine"
 DEFAULT_EXPORTER_IMAGE = "oliver006/redis_exporter:v1.62.0"
 DEFAULT_NAMESPACE = "gru"
 # Namespaces every cluster already has; a stack must not try to create or own them.

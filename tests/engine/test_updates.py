@@ -50,7 +50,7 @@ EDITS = {
     "max_task_seconds": (("broker_resource_name: redis", "broker_resource_name: redis\n  max_task_seconds: 1200"),
                          {DEPLOYMENT: "update"}),
     "max_memory_mb": (("max_memory_mb: 256", "max_memory_mb: 512"), {CONFIG_MAP: "update", STATEFULSET: "update"}),
-    "redis image": (("max_memory_mb: 256", "max_memory_mb: 256\n  image: redis:7.2.11-alpine"),
+    "redis image": (("max_memory_mb: 256", "max_memory_mb: 256\n  image: redis:7.4.2-alpine"),
                     {STATEFULSET: "update"}),
 }
 
