@@ -15,6 +15,14 @@ CASES: list[tuple[str, bytes, list[str]]] = [
     ("only comments", b"# nothing\n", ["file is empty"]),
     ("not utf-8", b"broker:\n  name: \xff\xfe\n", ["not UTF-8", "line 2"]),
     ("yaml syntax", b"broker:\n  type: redis\n name: [x\n", ["YAML syntax error", "line 3"]),
+    ("limit below request",
+     b"broker:\n  type: redis\n  name: redis\n"
+     b"  resources: {cpu_request: 500m, memory_request: 1Gi, cpu_limit: 250m, memory_limit: 2Gi}\n",
+     ["broker.resources.cpu_limit", "below cpu_request (500m)", "raise cpu_limit to at least 500m"]),
+    ("task server memory limit below request",
+     b"broker:\n  type: redis\n  name: redis\ntask_server:\n  type: celery\n  name: ts\n  broker_resource_name: redis\n"
+     b"  resources: {cpu_request: 100m, memory_request: 1Gi, cpu_limit: '1', memory_limit: 1000Mi}\n",
+     ["task_server.resources.memory_limit", "below memory_request (1Gi)"]),
     ("nul byte", b"broker:\n  type: redis\n  name: re\x00dis\n", ["U+0000 is not allowed", "line 3"]),
     ("top level list", b"- broker\n", ["top level is a list", "not a mapping"]),
     ("top level scalar", b"just text\n", ["top level is 'just text' (text)"]),

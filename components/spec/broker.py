@@ -68,6 +68,8 @@ class BrokerSpec(Scheduling):
         if self.metrics.service_monitor and not self.metrics.enabled:
             problems.append((("metrics", "service_monitor"), "a ServiceMonitor needs the metrics exporter",
                              "set `metrics: {enabled: true, service_monitor: true}`"))
+        if self.resources is not None:
+            problems += [(("resources", *path), message, fix) for path, message, fix in self.resources.problems()]
         return problems
 
     @property

@@ -106,6 +106,18 @@ class ComputeResources(StrictModel):
             "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
         }
 
+    def problems(self) -> list[tuple[tuple[str, ...], str, str]]:
+        """Limits below requests: valid quantities each, but the API server refuses the pod."""
+        out: list[tuple[tuple[str, ...], str, str]] = []
+        for what in ("cpu", "memory"):
+            request, limit = getattr(self, f"{what}_request"), getattr(self, f"{what}_limit")
+            # The same scale for both (any unit), so the comparison holds for CPU too.
+            if quantity_to_mib(limit) < quantity_to_mib(request):
+                out.append(((f"{what}_limit",), f"is {limit}, below {what}_request ({request}); Kubernetes refuses "
+                            "a container whose limit is below its request",
+                            f"raise {what}_limit to at least {request}, or lower {what}_request"))
+        return out
+
 
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -104,6 +104,8 @@ class TaskServerSpec(Scheduling):
                              f"is {scaling.cooldown_seconds}s, not longer than the termination grace period "
                              f"({self.termination_grace_seconds}s), so scale-down could kill busy workers",
                              f"set it above {self.termination_grace_seconds}, or remove it for the default"))
+        if self.resources is not None:
+            problems += [(("resources", *path), message, fix) for path, message, fix in self.resources.problems()]
         return problems
 
     @property
