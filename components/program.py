@@ -80,8 +80,8 @@ def deploy(spec: StackSpec) -> dict[str, Broker | TaskServer]:
         pulumi.export(f"{broker_spec.name}_port", broker.port)
         pulumi.export(f"{broker_spec.name}_secret_name", broker.secret_name)
     for server_spec in spec.task_servers:
-        server = TaskServer(server_spec, brokers[server_spec.broker_resource_name],
-                            visibility_timeout_seconds=spec.visibility_timeout_of(server_spec.broker_resource_name))
+        broker = brokers[server_spec.broker_resource_name]
+        server = TaskServer(server_spec, broker, visibility_timeout_seconds=spec.visibility_timeout_of(broker.spec))
         components[server_spec.name] = server
         pulumi.export(f"{server_spec.name}_deployment_name", server.deployment_name)
         pulumi.export(f"{server_spec.name}_replicas", server.replicas)

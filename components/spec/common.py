@@ -74,9 +74,11 @@ _UNIT_MIB = {"": 1 / 2**20, "m": 1 / 2**20 / 1000, "k": 1000 / 2**20, "M": 10**6
 
 
 def quantity_to_mib(value: str) -> float:
-    """A validated memory quantity ('640Mi', '1G', '2Gi') in MiB."""
-    number, unit = re.match(r"^([0-9.]+)([A-Za-z]*)$", value).groups()  # type: ignore[union-attr]
-    return float(number) * _UNIT_MIB[unit]
+    """A quantity ('640Mi', '1G', '2Gi'; '500m' and '2' on the same scale) in MiB."""
+    match = re.match(r"^([0-9.]+)([A-Za-z]*)$", value)
+    if match is None or match.group(2) not in _UNIT_MIB:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    return float(match.group(1)) * _UNIT_MIB[match.group(2)]
 
 
 Quantity = Annotated[StrictStr, AfterValidator(_quantity)]

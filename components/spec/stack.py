@@ -21,12 +21,11 @@ class StackSpec:
     def task_servers_of(self, broker: BrokerSpec) -> tuple[TaskServerSpec, ...]:
         return tuple(t for t in self.task_servers if t.broker_resource_name == broker.name)
 
-    def visibility_timeout_of(self, broker_name: str) -> int:
+    def visibility_timeout_of(self, broker: BrokerSpec) -> int:
         """The one Redis visibility timeout every task server of a broker uses: the longest any needs.
 
         kombu keeps one index of unacknowledged tasks per Redis database, and each worker
         requeues every entry older than its own timeout, whichever queue it came from: a fleet
         with a shorter timeout would hand another fleet's running tasks out again.
         """
-        return max((t.visibility_timeout_seconds for t in self.task_servers if t.broker_resource_name == broker_name),
-                   default=0)
+        return max((t.visibility_timeout_seconds for t in self.task_servers_of(broker)), default=0)

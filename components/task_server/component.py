@@ -58,7 +58,7 @@ class TaskServer(pulumi.ComponentResource):
                 broker_secret=broker.secret_name,
                 broker_client_label=broker.spec.client_label_key,
                 credentials_hash=broker.credentials_hash,
-                visibility_timeout_seconds=visibility_timeout_seconds or spec.visibility_timeout_seconds,
+                visibility_timeout_seconds=visibility_timeout_seconds,
             ),
             pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 # The autoscaler moves spec.replicas; the next `pulumi up` must not move it back.

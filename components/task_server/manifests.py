@@ -113,7 +113,7 @@ def deployment(
     broker_secret: pulumi.Input[str],
     broker_client_label: str,
     credentials_hash: pulumi.Input[str],
-    visibility_timeout_seconds: int,
+    visibility_timeout_seconds: int | None = None,
 ) -> Manifest:
     labels = common_labels(APP, names.base, COMPONENT)
     selector = selector_labels(APP, names.base)

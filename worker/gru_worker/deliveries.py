@@ -20,10 +20,13 @@ import redis
 from celery import Celery, signals
 from celery.worker import state
 
+from .broker import redis_client
+
 DEAD_LETTER_KEY = "gru:dead-letter"
 DEAD_LETTER_COUNT_KEY = "gru:dead-letter:count"
 MAX_DEAD_LETTERS = 10_000
 DELIVERY_KEY_TTL_SECONDS = 7 * 24 * 3600
+CLIENT_TIMEOUT_SECONDS = 5.0
 
 
 def delivery_key(task_id: str, retries: int) -> str:
@@ -37,11 +40,8 @@ class DeliveryCap:
         self._client: redis.Redis | None = None
 
     def client(self) -> redis.Redis | None:
-        url = str(self.app.conf.broker_url or "")
-        if not url.startswith(("redis://", "rediss://")):
-            return None
         if self._client is None:
-            self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            self._client = redis_client(self.app.conf.broker_url, CLIENT_TIMEOUT_SECONDS)
         return self._client
 
     def on_received(self, request: Any = None, **_: Any) -> None:

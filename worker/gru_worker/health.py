@@ -21,6 +21,8 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps, signals
 
+from .broker import redis_client
+
 HEALTH_DIR_ENV = "GRU_HEALTH_DIR"
 DEFAULT_HEALTH_DIR = "/var/run/gru-health"
 BEAT_SECONDS = 10.0
@@ -63,10 +65,8 @@ class ConsumerHealth(bootsteps.StartStopStep):
             return False
 
     def start(self, parent: Any) -> None:
-        url = str(parent.app.conf.broker_url or "")
-        if url.startswith(("redis://", "rediss://")) and self._ping is None:
-            self._ping = redis.Redis.from_url(url, socket_timeout=PING_TIMEOUT_SECONDS,
-                                              socket_connect_timeout=PING_TIMEOUT_SECONDS)
+        if self._ping is None:
+            self._ping = redis_client(parent.app.conf.broker_url, PING_TIMEOUT_SECONDS)
         (self._dir / "reconnecting").unlink(missing_ok=True)
         self._beat()
         self._timer_ref = parent.timer.call_repeatedly(BEAT_SECONDS, self._beat)

@@ -15,13 +15,19 @@ import time
 
 import redis
 
+from .broker import redis_client
+
 RETRY_SECONDS = 2.0
+PING_TIMEOUT_SECONDS = 5.0
 
 
 def main() -> int:
     url = os.environ["CELERY_BROKER_URL"]
     wait = float(os.environ.get("BROKER_WAIT_SECONDS", "300"))
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(url, PING_TIMEOUT_SECONDS)
+    if client is None:
+        print("CELERY_BROKER_URL is not a redis:// URL; this wait speaks Redis only", file=sys.stderr, flush=True)
+        return 1
     kwargs = client.connection_pool.connection_kwargs
     where = f"{kwargs.get('host')}:{kwargs.get('port')}"
     print(f"waiting for broker {where} to answer an authenticated PING (up to {wait:.0f}s)", flush=True)
