@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from gru.render import render_stack  # noqa: E402
 from localcluster.api import Kube, wait_for  # noqa: E402
+from localcluster.engine import engine_bin  # noqa: E402
 
 PASSPHRASE = "benchmark-passphrase"
 
@@ -41,13 +42,6 @@ def stack_yaml(size: str, namespace: str) -> str:
     for i in range(int(size)):
         lines.append(f"  - {{type: celery, name: workers_{i}, replicas: 2, broker_resource_name: redis}}")
     return "\n".join(lines) + "\n"
-
-
-def engine_bin() -> Path:
-    if os.environ.get("GRU_ENGINE_BIN"):
-        return Path(os.environ["GRU_ENGINE_BIN"])
-    out = subprocess.run([str(ROOT / "tools" / "engine" / "build")], check=True, text=True, stdout=subprocess.PIPE)
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def workloads_ready(kube: Kube, namespace: str, expected: int) -> bool:

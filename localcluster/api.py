@@ -119,8 +119,9 @@ class Kube:
         path = self.path(obj["kind"], meta.get("namespace"), meta["name"]) + f"?fieldManager={manager}&force=true"
         return self.request("PATCH", path, obj, "application/apply-patch+yaml")
 
-    def patch_status(self, kind: str, name: str, namespace: str | None, patch: Obj) -> Obj:
-        path = self.path(kind, namespace, name) + "/status"
+    def merge_patch(self, kind: str, name: str, namespace: str | None, patch: Obj, subresource: str = "") -> Obj:
+        """A JSON merge patch of an object, or of its `subresource` (e.g. "status")."""
+        path = self.path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
         return self.request("PATCH", path, patch, "application/merge-patch+json")
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> None:

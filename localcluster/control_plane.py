@@ -15,13 +15,14 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+
+from localrun import free_port
 
 from .api import Kube, wait_for
 
@@ -32,13 +33,6 @@ STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
 # A pod annotated so holds its full grace period when deleted (kwok_stages.yaml).
 BUSY_ANNOTATION = "localcluster.gru.dev/busy"
 SERVICE_CIDR = "10.96.0.0/16"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _openssl(*args: str, cwd: Path) -> None:

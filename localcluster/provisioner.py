@@ -10,25 +10,17 @@ Run as `python -m localcluster.provisioner KUBECONFIG`; `tools/cluster up` start
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
+
+from components.spec.common import quantity_to_mib
 
 from .api import ApiError, Kube, Obj
 
 PROVISIONER = "gru.local/provisioner"
 STORAGE_CLASS = "standard"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
-UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-         "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
-
-
-def quantity_bytes(quantity: str) -> float:
-    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", quantity.strip())
-    if not match or match.group(2) not in UNITS:
-        raise ValueError(f"not a storage quantity: {quantity!r}")
-    return float(match.group(1)) * UNITS[match.group(2)]
 
 
 def volume_for(claim: Obj) -> Obj:
@@ -69,11 +61,10 @@ def reconcile(kube: Kube) -> None:
         elif status.get("phase") == "Bound":
             wanted = spec["resources"]["requests"]["storage"]
             has = status.get("capacity", {}).get("storage", wanted)
-            if quantity_bytes(wanted) > quantity_bytes(has):
-                kube.request("PATCH", kube.path("PersistentVolume", None, spec["volumeName"]),
-                             {"spec": {"capacity": {"storage": wanted}}}, "application/merge-patch+json")
-                kube.patch_status("PersistentVolumeClaim", meta["name"], meta["namespace"],
-                                  {"status": {"capacity": {"storage": wanted}}})
+            if quantity_to_mib(wanted) > quantity_to_mib(has):
+                kube.merge_patch("PersistentVolume", spec["volumeName"], None, {"spec": {"capacity": {"storage": wanted}}})
+                kube.merge_patch("PersistentVolumeClaim", meta["name"], meta["namespace"],
+                                 {"status": {"capacity": {"storage": wanted}}}, subresource="status")
     for volume in kube.list("PersistentVolume"):
         provisioned = volume["metadata"].get("annotations", {}).get("pv.kubernetes.io/provisioned-by") == PROVISIONER
         if provisioned and volume.get("status", {}).get("phase") == "Released" \

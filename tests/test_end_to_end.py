@@ -21,7 +21,7 @@ from gru.render import render_stack, write_manifests
 from gru_worker.probe import check as probe_check
 from gru_worker.settings import SOCKET_TIMEOUT_SECONDS, settings_from_env
 from localrun import LocalStack
-from localrun.runner import have_redis
+from localrun.runner import LocalProcess, have_redis
 
 from .conftest import make_password
 
@@ -81,6 +81,16 @@ def send_sleep(app: Celery, seconds: float, count: int = 1) -> list[tuple[str, A
     tokens = [uuid.uuid4().hex for _ in range(count)]
     return [(t, app.send_task("gru.sleep", args=[seconds, t])) for t in tokens]
 
+def one_worker_running_a_task(stack: LocalStack, seconds: float) -> tuple[LocalProcess, Celery, str, AsyncResult]:
+    """Redis, one ready worker pod, and a `gru.sleep` task of `seconds` that it has started."""
+    stack.start_broker()
+    worker = stack.start_pod(SERVER, 0)
+    stack.wait_workers_ready(SERVER, [0])
+    app = client(stack)
+    ((token, running),) = send_sleep(app, seconds)
+    wait_state(running, "STARTED", 30)
+    return worker, app, token, running
+
 
 def wait_state(result: AsyncResult, state: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -139,12 +149,7 @@ def test_the_wait_is_bounded_and_says_why(make_stack: MakeStack) -> None:
 
 def test_a_task_of_a_killed_worker_is_delivered_again(make_stack: MakeStack) -> None:
     stack = make_stack()
-    stack.start_broker()
-    doomed = stack.start_pod(SERVER, 0)
-    stack.wait_workers_ready(SERVER, [0])
-    app = client(stack)
-    ((token, result),) = send_sleep(app, 2.0)
-    wait_state(result, "STARTED", 30)
+    doomed, app, token, result = one_worker_running_a_task(stack, 2.0)
     # The pod dies at once: every process of the container, no warm shutdown.
     doomed.kill_all()
     stack.start_pod(SERVER, 1)
@@ -154,12 +159,7 @@ def test_a_task_of_a_killed_worker_is_delivered_again(make_stack: MakeStack) -> 
 
 def test_sigterm_finishes_the_running_task_and_takes_no_new_ones(make_stack: MakeStack) -> None:
     stack = make_stack()
-    stack.start_broker()
-    worker = stack.start_pod(SERVER, 0)
-    stack.wait_workers_ready(SERVER, [0])
-    app = client(stack)
-    ((token, running),) = send_sleep(app, 2.0)
-    wait_state(running, "STARTED", 30)
+    worker, app, token, running = one_worker_running_a_task(stack, 2.0)
     queued = send_sleep(app, 0.1, count=3)
     started = time.monotonic()
     worker.signal(signal.SIGTERM)
@@ -196,12 +196,7 @@ def test_queued_tasks_survive_a_redis_restart(make_stack: MakeStack, how: str) -
 @pytest.mark.parametrize("how", ["graceful", "crash"])
 def test_a_running_task_survives_a_redis_restart_and_runs_once(make_stack: MakeStack, how: str) -> None:
     stack = make_stack()
-    stack.start_broker()
-    worker = stack.start_pod(SERVER, 0)
-    stack.wait_workers_ready(SERVER, [0])
-    app = client(stack)
-    ((token, running),) = send_sleep(app, 2.5)
-    wait_state(running, "STARTED", 30)
+    worker, app, token, running = one_worker_running_a_task(stack, 2.5)
     if how == "graceful":
         assert stack.stop_broker() == 0
     else:

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from localcluster.api import Kube, wait_for
+from localcluster.engine import engine_bin as find_engine_bin
 
 from ..conftest import ROOT
 
@@ -31,12 +32,7 @@ PASSPHRASE = "engine-tests-passphrase"
 
 @pytest.fixture(scope="session")
 def engine_bin() -> Path:
-    """$GRU_ENGINE_BIN (.ci/run sets it after building), else whatever tools/engine/build makes."""
-    if os.environ.get("GRU_ENGINE_BIN"):
-        return Path(os.environ["GRU_ENGINE_BIN"])
-    out = subprocess.run([str(ROOT / "tools" / "engine" / "build")], check=True, text=True,
-                         stdout=subprocess.PIPE, timeout=5400)
-    return Path(out.stdout.strip().splitlines()[-1])
+    return find_engine_bin()
 
 
 @dataclass
@@ -161,6 +157,20 @@ def project(cluster: Cluster, engine_bin: Path, tmp_path: Path, tmp_path_factory
     for name in made:
         cluster.kube.delete("Namespace", name)
     wait_for(f"namespaces {sorted(made)} to go", lambda: not made & {n["metadata"]["name"] for n in cluster.kube.list("Namespace")}, 180)
+
+
+ENGINE_ENV = ("PATH", "PULUMI_HOME", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "KUBECONFIG",
+              "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "PULUMI_SKIP_UPDATE_CHECK")
+
+
+def use_engine_env(project: Project, monkeypatch: pytest.MonkeyPatch, gru_backend: bool = False) -> None:
+    """This process's environment as the engine needs it, for gru.api, which runs the CLI from here.
+    With `gru_backend`, gru picks the state backend (its embedded default), not the project's."""
+    for key in ENGINE_ENV:
+        monkeypatch.setenv(key, project.env[key])
+    if gru_backend:
+        monkeypatch.delenv("PULUMI_BACKEND_URL")
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
 
 
 def unique(prefix: str) -> str:

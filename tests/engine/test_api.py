@@ -13,7 +13,7 @@ from gru import api
 from gru.render import evaluate_stack
 
 from ..conftest import SEED_YAML
-from .conftest import Project
+from .conftest import Project, use_engine_env
 
 STACK = "ci"
 EXPORTS = ("redis_host", "redis_port", "redis_secret_name", "task_server_deployment_name", "task_server_replicas",
@@ -23,11 +23,7 @@ EXPORTS = ("redis_host", "redis_port", "redis_secret_name", "task_server_deploym
 @pytest.fixture
 def api_env(project: Project, monkeypatch: pytest.MonkeyPatch) -> Project:
     """This process's environment as the engine needs it, with gru choosing the backend."""
-    for key in ("PATH", "PULUMI_HOME", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
-                "PULUMI_SKIP_UPDATE_CHECK", "KUBECONFIG"):
-        monkeypatch.setenv(key, project.env[key])
-    monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
-    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
+    use_engine_env(project, monkeypatch, gru_backend=True)
     return project
 
 

@@ -17,7 +17,7 @@ from gru import api
 from gru.errors import GruError
 from localcluster.control_plane import BUSY_ANNOTATION
 
-from .conftest import Project, changed_steps, unique
+from .conftest import Project, changed_steps, unique, use_engine_env
 
 BASE = """\
 broker:
@@ -130,8 +130,7 @@ def test_removing_a_task_server_waits_for_its_pods_grace_period(deployed: tuple[
     assert grace == 40
     # One worker is busy with a task: kwok keeps it Terminating for its whole grace period.
     (busy, *_) = [p for p in kube.list("Pod", ns) if p["metadata"]["name"].startswith("task-server-")]
-    kube.request("PATCH", kube.path("Pod", ns, busy["metadata"]["name"]),
-                 {"metadata": {"annotations": {BUSY_ANNOTATION: "true"}}}, "application/merge-patch+json")
+    kube.merge_patch("Pod", busy["metadata"]["name"], ns, {"metadata": {"annotations": {BUSY_ANNOTATION: "true"}}})
     broker_only = BASE.format(ns=ns).split("task_server:")[0]
     project.write_stack(stack, broker_only)
     start = time.monotonic()
@@ -157,9 +156,7 @@ def test_renaming_a_task_server_creates_the_new_fleet_before_deleting_the_old(de
 def test_preview_says_plainly_when_kubernetes_forbids_an_in_place_change(
         deployed: tuple[Project, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     project, stack, ns = deployed
-    for key in ("PATH", "PULUMI_HOME", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "KUBECONFIG",
-                "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "PULUMI_SKIP_UPDATE_CHECK"):
-        monkeypatch.setenv(key, project.env[key])
+    use_engine_env(project, monkeypatch)
     before = project.kube.get("StatefulSet", "redis", ns)
     # A new storage class: the claim template cannot change. The provider does not replace the
     # StatefulSet; the API server refuses, and gru says what that means.
