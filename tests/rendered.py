@@ -29,3 +29,8 @@ def of_kind(objects: list[Manifest], kind: str) -> list[Manifest]:
 def named(objects: list[Manifest], kind: str, name: str) -> Manifest:
     (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
     return found
+
+
+def is_exporter(workload: Manifest) -> bool:
+    """The broker's metrics exporter, a Deployment beside the task servers' ones."""
+    return bool(workload["metadata"]["labels"].get("app.kubernetes.io/name") == "redis-exporter")

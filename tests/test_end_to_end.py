@@ -42,6 +42,7 @@ task_server:
   broker_resource_name: redis
   max_task_seconds: 3
   broker_wait_seconds: {wait}
+  results: {{enabled: true}}
 """
 SERVER = "task-server"
 
@@ -220,8 +221,10 @@ broker:
   name: redis
   max_memory_mb: 64
 task_server:
-  - {type: celery, name: quick, broker_resource_name: redis, max_task_seconds: 2, queues: [quick]}
-  - {type: celery, name: slow, broker_resource_name: redis, max_task_seconds: 20, queues: [slow]}
+  - {type: celery, name: quick, broker_resource_name: redis, max_task_seconds: 2, queues: [quick],
+     results: {enabled: true}}
+  - {type: celery, name: slow, broker_resource_name: redis, max_task_seconds: 20, queues: [slow],
+     results: {enabled: true}}
 """
 
 
@@ -326,6 +329,61 @@ def test_a_full_broker_refuses_writes_and_keeps_what_it_has(make_stack: MakeStac
     assert db.llen("celery") == accepted
     assert db.info("stats")["evicted_keys"] == 0
     assert db.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+
+
+def fill(app: Celery, queue: str = "celery") -> list[str]:
+    """Enqueue 256 KiB tasks until the broker refuses one; the ids of those it accepted."""
+    pad = "x" * 256 * 1024
+    accepted: list[str] = []
+    with pytest.raises(OperationalError) as refused:
+        for _ in range(1000):  # 250 MiB at most: far past any test broker's limit
+            # The padding rides in a header: the task and its result stay small.
+            accepted.append(app.send_task("gru.sleep", args=[0, "filler"], queue=queue,
+                                          headers={"pad": pad}, retry=False).id)
+    assert "command not allowed when used memory > 'maxmemory'" in str(refused.value)
+    return accepted
+
+
+def test_a_full_broker_keeps_running_and_starting_workers_up_and_drains(make_stack: MakeStack) -> None:
+    # Results on: the worst case, every finished task also writes to the full broker.
+    stack = make_stack(max_memory_mb=16)
+    running_worker, app, token, running = one_worker_running_a_task(stack, 6.0)
+    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    accepted = fill(app)
+    assert len(accepted) > 10
+    # A worker starting against the full broker: its init container, queue declarations and
+    # unacked sweep all meet a broker that refuses writes.
+    starting_worker = stack.start_pod(SERVER, 1)
+    deadline = time.monotonic() + 120
+    while (db.llen("celery") or db.hlen("unacked")) and time.monotonic() < deadline:
+        assert running_worker.running() and starting_worker.running()
+        time.sleep(0.5)
+    assert db.llen("celery") == 0 and db.hlen("unacked") == 0, "the backlog did not drain"
+    assert running_worker.running() and starting_worker.running()
+    logs = running_worker.log() + starting_worker.log()
+    # Every accepted task ran exactly once.
+    for task_id in accepted:
+        assert logs.count(f"Task gru.sleep[{task_id}] succeeded") == 1, "\n".join(l for l in logs.splitlines() if task_id in l or "rror" in l or "WARN" in l)[-5000:]
+    assert logs.count(f"Task gru.sleep[{running.id}] succeeded") == 1
+    assert db.info("stats")["evicted_keys"] == 0
+    # Drained, the broker takes new work again.
+    assert app.send_task("gru.ping").get(timeout=30) == "pong"
+
+
+def test_results_are_off_unless_asked_for(make_stack: MakeStack) -> None:
+    text = STACK.format(max_memory_mb=64, wait=60).replace("  results: {enabled: true}\n", "")
+    stack = make_stack(text=text)
+    stack.start_broker()
+    worker = stack.start_pod(SERVER, 0)
+    stack.wait_workers_ready(SERVER, [0])
+    sent = client(stack).send_task("gru.sleep", args=[0, "t"])
+    deadline = time.monotonic() + 30
+    while f"Task gru.sleep[{sent.id}] succeeded" not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"Task gru.sleep[{sent.id}] succeeded" in worker.log()
+    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    assert not db.exists(f"celery-task-meta-{sent.id}")
+    assert sent.state == "PENDING"  # nothing stored, ever
 
 
 def test_readiness_follows_the_broker_connection(make_stack: MakeStack) -> None:

@@ -18,7 +18,7 @@ from components.pod_security import RUN_AS_ID
 from gru.render import render_stack, write_manifests
 
 from .conftest import ROOT, SEED_YAML, EvaluateYaml
-from .rendered import Manifest, containers, named, of_kind, pod_specs
+from .rendered import Manifest, containers, is_exporter, named, of_kind, pod_specs
 from .schemas.custom_resources import SCHEMAS
 from .test_render import SUPPORTED_KUBERNETES
 
@@ -89,7 +89,7 @@ def test_writable_paths_are_volumes(rendered: list[Manifest]) -> None:
         mounts = {m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
         if workload["kind"] == "StatefulSet":
             assert "/data" in mounts
-        else:
+        elif not is_exporter(workload):  # the exporter writes nothing
             assert {"/tmp", "/var/run/gru-health"} <= mounts
 
 
@@ -110,12 +110,17 @@ def test_only_clients_reach_redis(rendered: list[Manifest]) -> None:
     for workload, _ in pod_specs(rendered):
         labels = workload["spec"]["template"]["metadata"]["labels"]
         assert (labels.get(client_label) == "true") == (workload["kind"] == "Deployment")
-    # Every other ingress rule is the metrics port, and only when metrics are on.
-    assert all(rule["ports"] == [{"port": 9121, "protocol": "TCP"}] for rule in policy["spec"]["ingress"][1:])
+    # Redis takes nothing else: metrics come from the exporter's own pods.
+    assert len(policy["spec"]["ingress"]) == 1
 
 
 def test_workers_accept_no_connections(rendered: list[Manifest]) -> None:
     for deployment in of_kind(rendered, "Deployment"):
+        if is_exporter(deployment):
+            policy = named(rendered, "NetworkPolicy", deployment["metadata"]["name"])
+            assert policy["spec"]["ingress"] == [
+                {"from": [{"namespaceSelector": {}}], "ports": [{"port": 9121, "protocol": "TCP"}]}]
+            continue
         policy = named(rendered, "NetworkPolicy", deployment["metadata"]["name"])
         assert policy["spec"]["ingress"] == []
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= deployment["spec"]["selector"]["matchLabels"].items()
@@ -124,6 +129,10 @@ def test_workers_accept_no_connections(rendered: list[Manifest]) -> None:
 def test_disruption_budgets_never_block_a_drain(rendered: list[Manifest]) -> None:
     assert named(rendered, "PodDisruptionBudget", "redis")["spec"]["maxUnavailable"] == 1
     for deployment in of_kind(rendered, "Deployment"):
+        if is_exporter(deployment):  # no budget: a drain may always move the exporter
+            assert not [b for b in of_kind(rendered, "PodDisruptionBudget")
+                        if b["metadata"]["name"] == deployment["metadata"]["name"]]
+            continue
         budget = named(rendered, "PodDisruptionBudget", deployment["metadata"]["name"])
         assert budget["spec"]["maxUnavailable"] == "25%"
         # A drain must not stall while every worker is unready because Redis is moving.
@@ -132,7 +141,7 @@ def test_disruption_budgets_never_block_a_drain(rendered: list[Manifest]) -> Non
 
 
 def test_workers_spread_over_nodes(rendered: list[Manifest]) -> None:
-    for deployment in of_kind(rendered, "Deployment"):
+    for deployment in [d for d in of_kind(rendered, "Deployment") if not is_exporter(d)]:
         spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
         assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
 
@@ -198,9 +207,13 @@ def test_autoscaled_replicas_are_left_to_the_autoscaler(evaluate_yaml: EvaluateY
     assert fixed.ignore_changes == ()
 
 
-def test_metrics_sidecar_and_service_monitor(example: list[Manifest]) -> None:
+def test_metrics_exporter_and_service_monitor(example: list[Manifest]) -> None:
     redis = named(example, "StatefulSet", "redis")["spec"]["template"]["spec"]
-    (exporter,) = [c for c in redis["containers"] if c["name"] == "metrics"]
+    assert [c["name"] for c in redis["containers"]] == ["redis"]
+    deployment = named(example, "Deployment", "redis-metrics")
+    (exporter,) = deployment["spec"]["template"]["spec"]["containers"]
+    service = named(example, "Service", "redis-metrics")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     env = {e["name"]: e for e in exporter["env"]}
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-credentials"
     # Queue depth of every task server's queue, and the dead-letter list's, as redis_key_size.
@@ -270,3 +283,22 @@ def test_checkov_catches_a_weakened_pod(tmp_path: Path) -> None:
     report = _run_checkov(tmp_path)
     failed = {f["check_id"] for f in report["results"]["failed_checks"]}
     assert {"CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_28"} <= failed
+
+
+def test_task_server_edits_never_touch_the_redis_pod(evaluate_yaml: EvaluateYaml) -> None:
+    """Queues feed the exporter, not the Redis pod: adding one must not restart the broker."""
+    base = (ROOT / "stacks" / "example.yaml").read_text()
+    assert "queues: [research, research.priority]" in base
+
+    def statefulset_and_exporter(text: str) -> tuple[Any, Any]:
+        # One password for both evaluations, as in a stack's state.
+        evaluation = evaluate_yaml(text, config={"gru:redis-password": "same-password"}, secret_keys=["gru:redis-password"])
+        (sts,) = evaluation.of_type("kubernetes:apps/v1:StatefulSet")
+        exporter = [d for d in evaluation.of_type("kubernetes:apps/v1:Deployment") if d.name.endswith("redis-metrics")]
+        return json.dumps(sts.inputs, sort_keys=True, default=str), json.dumps(exporter[0].inputs, sort_keys=True, default=str)
+
+    before = statefulset_and_exporter(base)
+    after = statefulset_and_exporter(base.replace("queues: [research, research.priority]",
+                                                  "queues: [research, research.priority, research.new]"))
+    assert before[0] == after[0]
+    assert before[1] != after[1] and "research.new" in after[1]

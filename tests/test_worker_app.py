@@ -30,7 +30,27 @@ def test_settings_follow_the_rendered_environment() -> None:
     assert settings["task_acks_late"] is True
     assert settings["task_reject_on_worker_lost"] is True
     assert settings["worker_prefetch_multiplier"] == 1
-    assert settings["result_backend"] == env["GRU_RESULT_BACKEND_URL"]
+    # The Redis backend and transport that keep the worker up while the broker is full.
+    assert settings["result_backend"] == "gru_worker.result_backend:FullBrokerSafeRedisBackend+" + env["GRU_RESULT_BACKEND_URL"]
+    assert settings["broker_transport"] == "gru_worker.redis_transport:Transport"
+    assert settings["task_ignore_result"] is False and settings["task_track_started"] is True
+
+
+def test_results_are_off_by_default_and_expire_when_on() -> None:
+    (server,) = parse_stack_spec(SEED_YAML.encode(), "dev.yaml").task_servers
+    assert "GRU_RESULT_EXPIRES_SECONDS" not in app_settings_env(server)
+    settings = settings_from_env({**app_settings_env(server), "CELERY_BROKER_URL": "redis://:x@h:6379/0"})
+    assert settings["task_ignore_result"] is True and "result_backend" not in settings
+    on = parse_stack_spec((SEED_YAML + "  results: {enabled: true, expires_seconds: 600}\n").encode(),
+                          "dev.yaml").task_servers[0]
+    env = {**app_settings_env(on), "CELERY_BROKER_URL": "redis://:x@h:6379/0", "GRU_RESULT_BACKEND_URL": "redis://:x@h:6379/0"}
+    assert settings_from_env(env)["result_expires"] == 600
+
+
+def test_an_amqp_broker_keeps_celerys_own_transport() -> None:
+    settings = settings_from_env({"CELERY_BROKER_URL": "amqp://u:p@h:5672//"})
+    assert "broker_transport" not in settings
+    assert settings["worker_cancel_long_running_tasks_on_connection_loss"] is True
 
 
 def test_flags_can_be_turned_off() -> None:

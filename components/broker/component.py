@@ -72,20 +72,23 @@ class Broker(pulumi.ComponentResource):
         self.disruption_budget = kubernetes_objects.create(manifests.disruption_budget(names), child)
         self.headless_service = kubernetes_objects.create(manifests.headless_service(names), child)
         self.service = kubernetes_objects.create(manifests.service(names), child)
-        if spec.metrics.enabled:
-            kubernetes_objects.create(manifests.metrics_service(names), child)
-            if spec.metrics.service_monitor:
-                kubernetes_objects.create(manifests.service_monitor(names), child)
 
         # Covers redis.conf and the password, so either change restarts Redis.
         config_hash = self.credentials_hash.apply(
             lambda creds: hashlib.sha256((conf + creds).encode()).hexdigest()[:16]
         )
         self.statefulset = kubernetes_objects.create(
-            manifests.statefulset(spec, names, config_hash, sorted(set(queues or []))),
+            manifests.statefulset(spec, names, config_hash),
             pulumi.ResourceOptions(parent=self, depends_on=[self.secret, self.config_map, self.service_account],
                                    ignore_changes=[manifests.CLAIM_TEMPLATE_SIZE] if spec.storage.enabled else None),
         )
+        if spec.metrics.enabled:
+            after_redis = pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset])
+            kubernetes_objects.create(manifests.metrics_network_policy(names), child)
+            kubernetes_objects.create(manifests.metrics_deployment(spec, names, sorted(set(queues or []))), after_redis)
+            kubernetes_objects.create(manifests.metrics_service(names), child)
+            if spec.metrics.service_monitor:
+                kubernetes_objects.create(manifests.service_monitor(names), child)
         if spec.storage.enabled:
             kubernetes_objects.patch(manifests.data_claim_size(spec, names),
                                      pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset]))

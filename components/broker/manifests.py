@@ -21,6 +21,7 @@ from ..spec import BrokerSpec, kubernetes_name
 from .redis_config import AUTH_DIR, AUTH_FILE, CONFIG_DIR, CONFIG_FILE, DATA_DIR, DEAD_LETTER_KEY, REDIS_PORT
 
 APP = "redis"
+EXPORTER_APP = "redis-exporter"
 COMPONENT = "broker"
 PASSWORD_KEY = "redis-password"
 URL_KEY = "broker-url"
@@ -57,6 +58,8 @@ class BrokerNames:
         self.disruption_budget = self.base
         self.network_policy = self.base
         self.service_monitor = self.base
+        self.metrics_deployment = f"{self.base}-metrics"
+        self.metrics_network_policy = f"{self.base}-metrics"
         self.data_claim = f"{DATA_VOLUME}-{self.statefulset}-0"  # what the StatefulSet's template makes
         self.host = f"{self.service}.{self.namespace}.svc.{spec.cluster_domain}"
 
@@ -134,7 +137,7 @@ def metrics_service(names: BrokerNames) -> Manifest:
         "metadata": _metadata(names, names.metrics_service),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(APP, names.base),
+            "selector": selector_labels(EXPORTER_APP, names.base),
             "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
         },
     }
@@ -181,9 +184,6 @@ def network_policy(spec: BrokerSpec, names: BrokerNames, autoscaled: bool) -> Ma
             "podSelector": {"matchLabels": {"app": "keda-operator"}},
         })
     rules: list[Manifest] = [{"from": peers, "ports": [{"port": REDIS_PORT, "protocol": "TCP"}]}]
-    if spec.metrics.enabled:
-        # Metrics carry no task data; any scraper in the cluster may read them.
-        rules.append({"from": [{"namespaceSelector": {}}], "ports": [{"port": METRICS_PORT, "protocol": "TCP"}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -196,9 +196,9 @@ def network_policy(spec: BrokerSpec, names: BrokerNames, autoscaled: bool) -> Ma
     }
 
 
-def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[str], queues: list[str]) -> Manifest:
+def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[str]) -> Manifest:
     labels = common_labels(APP, names.base, COMPONENT)
-    images = [spec.image] + ([spec.metrics.image] if spec.metrics.enabled else [])
+    images = [spec.image]
     data_volume: list[Manifest] = [] if spec.storage.enabled else [{"name": DATA_VOLUME, "emptyDir": {}}]
     return {
         "apiVersion": "apps/v1",
@@ -263,7 +263,6 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
                                 {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
                             ],
                         },
-                        *([_exporter(spec, names, queues)] if spec.metrics.enabled else []),
                     ],
                     "volumes": [
                         {"name": "config", "configMap": {"name": names.config_map}},
@@ -293,23 +292,65 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
     }
 
 
-def _exporter(spec: BrokerSpec, names: BrokerNames, queues: list[str]) -> Manifest:
+def metrics_deployment(spec: BrokerSpec, names: BrokerNames, queues: list[str]) -> Manifest:
     """redis_exporter, reporting each task-server queue's length, and the dead-letter list's,
-    as `redis_key_size`."""
+    as `redis_key_size`, beside Redis's own memory and client figures.
+
+    Its own Deployment, not a sidecar of Redis: the queues it watches change whenever a task
+    server's do, and a new exporter (or exporter image) must not restart the broker."""
+    labels = common_labels(EXPORTER_APP, names.base, COMPONENT)
     return {
-        "name": "metrics",
-        "image": spec.metrics.image,
-        "imagePullPolicy": image_pull_policy(spec.metrics.image),
-        "env": [
-            {"name": "REDIS_ADDR", "value": f"redis://127.0.0.1:{REDIS_PORT}"},
-            {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": names.secret, "key": PASSWORD_KEY}}},
-            {"name": "REDIS_EXPORTER_CHECK_SINGLE_KEYS", "value": ",".join(f"db0={k}" for k in [*queues, DEAD_LETTER_KEY])},
-        ],
-        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 3},
-        "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 30, "timeoutSeconds": 3},
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
-        "securityContext": container_security_context(),
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**_metadata(names, names.metrics_deployment), "labels": labels,
+                     "annotations": checkov_skip_annotations([spec.metrics.image])},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector_labels(EXPORTER_APP, names.base)},
+            "template": {
+                # The client label lets it through the broker's NetworkPolicy.
+                "metadata": {"labels": {**labels, spec.client_label_key: "true"}},
+                "spec": {
+                    "serviceAccountName": names.service_account,
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    **spec.pod_spec_fields(),
+                    "containers": [{
+                        "name": "metrics",
+                        "image": spec.metrics.image,
+                        "imagePullPolicy": image_pull_policy(spec.metrics.image),
+                        "env": [
+                            {"name": "REDIS_ADDR", "value": f"redis://{names.host}:{REDIS_PORT}"},
+                            {"name": "REDIS_PASSWORD",
+                             "valueFrom": {"secretKeyRef": {"name": names.secret, "key": PASSWORD_KEY}}},
+                            {"name": "REDIS_EXPORTER_CHECK_SINGLE_KEYS",
+                             "value": ",".join(f"db0={k}" for k in [*queues, DEAD_LETTER_KEY])},
+                        ],
+                        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+                        "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 3},
+                        "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 30, "timeoutSeconds": 3},
+                        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                                      "limits": {"cpu": "200m", "memory": "64Mi"}},
+                        "securityContext": container_security_context(),
+                    }],
+                },
+            },
+        },
+    }
+
+
+def metrics_network_policy(names: BrokerNames) -> Manifest:
+    """The exporter takes scrapes on its metrics port only; metrics carry no task data, so any
+    scraper in the cluster may read them."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(names, names.metrics_network_policy),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(EXPORTER_APP, names.base)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"port": METRICS_PORT, "protocol": "TCP"}]}],
+        },
     }
 
 

@@ -64,6 +64,15 @@ class Autoscaling(StrictModel):
     scale_down_period_seconds: StrictInt = Field(default=300, ge=15, le=1800)
 
 
+class Results(StrictModel):
+    """Task results, stored in the broker's Redis. Off by default: results share the broker's
+    memory, and a full broker refuses new tasks. When on, each result expires after
+    `expires_seconds`; size the broker for (results per second x expiry x result size)."""
+
+    enabled: StrictBool = False
+    expires_seconds: StrictInt = Field(default=3600, ge=60, le=7 * 24 * 3600)
+
+
 class TaskServerSpec(Scheduling):
     type: Literal["celery"]
     name: ComponentName
@@ -83,6 +92,7 @@ class TaskServerSpec(Scheduling):
     # A task delivered this many times without finishing (its process killed: OOM, segfault)
     # goes to the broker's dead-letter list instead of looping forever.
     max_deliveries: StrictInt = Field(default=5, ge=1, le=1000)
+    results: Results = Results()
     resources: ComputeResources | None = None
     autoscaling: Autoscaling = Autoscaling()
 

@@ -181,7 +181,7 @@ def deployment(
                             "env": [
                                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                                 _secret_env(BROKER_URL_ENV, broker_secret, URL_KEY),
-                                _secret_env(RESULT_BACKEND_ENV, broker_secret, URL_KEY),
+                                *([_secret_env(RESULT_BACKEND_ENV, broker_secret, URL_KEY)] if spec.results.enabled else []),
                                 *({"name": k, "value": v} for k, v in app_settings_env(spec, visibility_timeout_seconds).items()),
                             ],
                             # Liveness: the worker's own timer keeps a file fresh. Costs one

@@ -16,6 +16,7 @@ ACKS_LATE_ENV = "GRU_ACKS_LATE"
 REJECT_ON_WORKER_LOST_ENV = "GRU_REJECT_ON_WORKER_LOST"
 HEALTH_DIR_ENV = "GRU_HEALTH_DIR"
 MAX_DELIVERIES_ENV = "GRU_MAX_DELIVERIES"
+RESULT_EXPIRES_ENV = "GRU_RESULT_EXPIRES_SECONDS"
 
 HEALTH_DIR = "/var/run/gru-health"
 # The liveness file is touched by the worker's own timer; a file older than this means the
@@ -58,5 +59,6 @@ def app_settings_env(spec: TaskServerSpec, visibility_timeout_seconds: int | Non
         REJECT_ON_WORKER_LOST_ENV: "true",
         HEALTH_DIR_ENV: HEALTH_DIR,
         MAX_DELIVERIES_ENV: str(spec.max_deliveries),
+        **({RESULT_EXPIRES_ENV: str(spec.results.expires_seconds)} if spec.results.enabled else {}),
         "PYTHONUNBUFFERED": "1",
     }

@@ -25,6 +25,7 @@ broker:
   name: redis
   namespace: {ns}
   max_memory_mb: 256
+  metrics: {{enabled: true}}
 task_server:
   type: celery
   name: task_server
@@ -38,13 +39,15 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment::task-server"
 STATEFULSET = "kubernetes:apps/v1:StatefulSet::redis"
 SECRET = "kubernetes:core/v1:Secret::redis-credentials"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap::redis-config"
+EXPORTER = "kubernetes:apps/v1:Deployment::redis-metrics"
 
 # Each edit of BASE and the steps the engine must plan: resource -> op. Nothing else may change.
 EDITS = {
     "replicas": (("replicas: 2", "replicas: 5"), {DEPLOYMENT: "update"}),
     "concurrency": (("concurrency_per_replica: 1", "concurrency_per_replica: 3"), {DEPLOYMENT: "update"}),
+    # The exporter watches the new queue; Redis itself is not touched.
     "queues": (("broker_resource_name: redis", "broker_resource_name: redis\n  queues: [celery, reports]"),
-               {DEPLOYMENT: "update"}),
+               {DEPLOYMENT: "update", EXPORTER: "update"}),
     "worker image": (("broker_resource_name: redis", "broker_resource_name: redis\n  image: gru-worker:0.2.0"),
                      {DEPLOYMENT: "update"}),
     "max_task_seconds": (("broker_resource_name: redis", "broker_resource_name: redis\n  max_task_seconds: 1200"),

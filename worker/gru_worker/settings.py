@@ -13,6 +13,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from . import result_backend
+
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -37,8 +39,16 @@ CONNECTION_OPTIONS: dict[str, Any] = {
 }
 
 
+def _scheme(url: str | None) -> str:
+    return (url or "").split("://", 1)[0].lower()
+
+
 def _is_amqp(url: str | None) -> bool:
-    return (url or "").split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp")
+    return _scheme(url) in ("amqp", "amqps", "pyamqp")
+
+
+# kombu's Redis transport, made to keep consuming while the broker is full (see the module).
+FULL_BROKER_SAFE_TRANSPORT = "gru_worker.redis_transport:Transport"
 
 
 def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -68,13 +78,19 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         # (it is never delivered again): keep running it.
         "worker_cancel_long_running_tasks_on_connection_loss": _is_amqp(broker_url),
         "broker_connection_retry_on_startup": True,
-        "task_track_started": True,
-        "result_expires": 24 * 3600,
     }
+    if _scheme(broker_url) in ("redis", "rediss"):
+        settings["broker_transport"] = FULL_BROKER_SAFE_TRANSPORT
+    # Results are off unless the task server turns them on: they live in the broker's memory,
+    # and results that pile up faster than they expire would fill it and stop every fleet.
     backend = env.get("GRU_RESULT_BACKEND_URL")
+    settings["task_ignore_result"] = not backend
     if backend:
-        settings["result_backend"] = backend
+        redis_backend = _scheme(backend) in ("redis", "rediss")
+        settings["result_backend"] = result_backend.backend_setting(backend) if redis_backend else backend
         settings.update({
+            "task_track_started": True,
+            "result_expires": int(env.get("GRU_RESULT_EXPIRES_SECONDS", "3600")),
             "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
             "redis_socket_connect_timeout": 5,
             "redis_socket_keepalive": True,
