@@ -74,6 +74,7 @@ def deploy(spec: StackSpec) -> dict[str, Broker | TaskServer]:
         queues = [q for server in servers for q in server.queues]
         autoscaled = any(server.autoscaling.enabled for server in servers)
         broker = Broker(broker_spec, password=password, queues=queues, autoscaled=autoscaled,
+                        password_drop_after_seconds=spec.password_drop_after_of(broker_spec),
                         opts=pulumi.ResourceOptions(depends_on=[owned] if owned else None))
         brokers[broker_spec.name] = components[broker_spec.name] = broker
         pulumi.export(f"{broker_spec.name}_host", broker.host)

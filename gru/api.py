@@ -305,6 +305,31 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def _plan_setup(cluster: str, config_file: Path | str, project_dir: Path | None) -> tuple[Path, Path, MergePlan]:
+    """Steps 1 and 2 of `setup` without the engine: (stacks dir, stack file, validated merge)."""
+    directory = stacks_dir_of(project_dir)
+    if not directory.is_dir():
+        raise GruError(f"the stacks directory {_display(directory)} does not exist: is {_project(project_dir)} the gru project?")
+    path = stack_file(directory, cluster)
+    config_path = Path(config_file)
+    config_display, stack_display = _display(config_path), _display(path)
+    new_text = _read_text(config_path, "component file")
+    existing_text = _read_text(path, "stack file") if path.exists() else None
+    plan = plan_merge(existing_text, new_text, existing_name=stack_display, new_name=config_display,
+                      header_if_new=_stack_file_header(cluster))
+    _validate_merge(plan, stack_display, f"{config_display} merged into {stack_display}")
+    return directory, path, plan
+
+
+def validate_setup(cluster_name: str, config_file: Path | str, project_dir: Path | None = None) -> None:
+    """What `setup` checks before it needs the engine: the component file and the merged stack.
+    Raises GruError (or SpecError) exactly as `setup` would; writes nothing."""
+    cluster = _short_stack_name(cluster_name)
+    if cluster != cluster_name:
+        raise GruError(f"cluster name {cluster_name!r} must be a plain stack name (no '/'), like 'prod-eu'")
+    _plan_setup(cluster, config_file, project_dir)
+
+
 def setup(
     cluster_name: str,
     config_file: Path | str,
@@ -338,19 +363,8 @@ def setup(
         raise GruError(f"cluster name {cluster_name!r} must be a plain stack name (no '/'), like 'prod-eu'")
     if not preview_only:
         _require_confirmation(yes, confirm, f"setup of cluster {cluster!r}")
-    directory = stacks_dir_of(project_dir)
-    if not directory.is_dir():
-        raise GruError(f"the stacks directory {_display(directory)} does not exist: is {_project(project_dir)} the gru project?")
-    path = stack_file(directory, cluster)
-    config_path = Path(config_file)
-    config_display = _display(config_path)
+    directory, path, plan = _plan_setup(cluster, config_file, project_dir)
     stack_display = _display(path)
-
-    new_text = _read_text(config_path, "component file")
-    existing_text = _read_text(path, "stack file") if path.exists() else None
-    plan = plan_merge(existing_text, new_text, existing_name=stack_display, new_name=config_display,
-                      header_if_new=_stack_file_header(cluster))
-    _validate_merge(plan, stack_display, f"{config_display} merged into {stack_display}")
     runner = _engine(engine, project_dir)
     runner.check(cluster, "component setup")
 

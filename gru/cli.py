@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,6 +134,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
+    # The file is checked first, always: a broken component file is the problem to report,
+    # even where the engine is missing or no one can confirm.
+    api.validate_setup(args.cluster_name, args.config_file, args.project_dir)
     confirm = None if args.preview_only else _confirmation(args, args.cluster_name, "component setup",
                                                                    f"deploy cluster {args.cluster_name!r}")
     result = api.setup(
@@ -314,3 +318,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"gru: {error.strerror or error}{where}", as_json)
     except KeyboardInterrupt:
         return _fail("gru: interrupted; an update in progress may have been cut short (see `python -m gru preview`)", as_json)
+
+
+def entry() -> None:
+    """The `gru` console command (pyproject's [project.scripts]); same as `python -m gru`."""
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # The reader of our output closed the pipe (`gru ... | head`): no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

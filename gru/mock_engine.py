@@ -68,10 +68,11 @@ class _Mocks(pulumi_mocks.Mocks):
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ == PASSWORD_TYPE:
-            if self.stable_secrets:
-                state["result"] = hashlib.sha256(f"gru-mock-password:{args.name}".encode()).hexdigest()[:32]
-            else:
-                state["result"] = new_password(int(state["length"]))
+            for key in ("result", "next"):
+                if self.stable_secrets:
+                    state[key] = hashlib.sha256(f"gru-mock-password:{key}:{args.name}".encode()).hexdigest()[:32]
+                else:
+                    state[key] = new_password(int(state["length"]))
             state.pop("__provider", None)  # the pickled provider: not part of what the program declares
         return f"{args.name}-id", state
 

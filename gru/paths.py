@@ -17,7 +17,14 @@ _NAME_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _project(project_dir: Path | None) -> Path:
-    return (project_dir or PROJECT_ROOT).resolve()
+    """The project checkout: the one given, else the one the working directory is in (a
+    directory with Pulumi.yaml and stacks/), else the one this code was installed from."""
+    if project_dir is not None:
+        return project_dir.resolve()
+    for directory in (Path.cwd(), *Path.cwd().parents):
+        if (directory / "Pulumi.yaml").is_file() and (directory / "stacks").is_dir():
+            return directory.resolve()
+    return PROJECT_ROOT.resolve()
 
 
 def stacks_dir_of(project_dir: Path | None = None) -> Path:

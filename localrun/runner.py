@@ -35,6 +35,8 @@ TRANSLATIONS = (
     "in arguments, environment values and files materialised from ConfigMaps",
     "`celery` and `python` -> those of the running Python; the worker image's /app (PYTHONPATH) -> the repository's worker/",
     "TMPDIR points at the pod's /tmp volume, since the process does not see the rendered mount",
+    "the Redis pod's sidecars get `REDIS_PORT` = the free port, the port Redis listens on here",
+    "`sh` -> the machine's sh (the Redis image's busybox sh there)",
 )
 
 _VAR_REF = re.compile(r"\$\((\w+)\)|\$\$")
@@ -100,6 +102,7 @@ class _Broker:
     statefulset: Manifest
     data_dir: Path | None = None
     process: LocalProcess | None = None
+    sidecars: list[LocalProcess] = field(default_factory=list)
 
 
 @dataclass
@@ -148,11 +151,9 @@ class LocalStack:
     def broker_port(self, broker: str = "redis") -> int:
         return self._brokers[broker].port
 
-    def broker_url(self, broker: str = "redis") -> str:
-        """The rendered Secret's broker URL, pointed at the local Redis."""
-        volumes = self._brokers[broker].statefulset["spec"]["template"]["spec"]["volumes"]
-        secret_name = next(v["secret"]["secretName"] for v in volumes if "secret" in v)
-        return self._translate_hosts(self._secret_value(secret_name, "broker-url"))
+    def broker_url(self, broker: str = "redis", key: str = "broker-url") -> str:
+        """A URL from the rendered Secret (by default the agents'), pointed at the local Redis."""
+        return self._translate_hosts(self._secret_value(self.secret_name(broker), key))
 
     def _redis_pod(self, broker: str) -> tuple[Manifest, Manifest]:
         """(pod spec, redis container) of a broker's StatefulSet."""
@@ -201,14 +202,18 @@ class LocalStack:
             local = pod_dir / "volumes" / mount["name"]
             local.mkdir(parents=True, exist_ok=True)
             mounts[mount["mountPath"]] = local
+        # Every container of the pod sees the same file of a shared volume: ConfigMap files are
+        # translated with the mount paths of all of them (redis.conf names /data).
+        pod_mounts = {m["mountPath"]: pod_dir / "volumes" / m["name"]
+                      for c in pod.get("initContainers", []) + pod["containers"] for m in c.get("volumeMounts", [])}
         for mount in container.get("volumeMounts", []):
             volume = volumes.get(mount["name"], {})
             local = mounts[mount["mountPath"]]
             if "configMap" in volume:
                 data = self._object("ConfigMap", volume["configMap"]["name"])["data"]
                 for key, text in data.items():
-                    # Files from ConfigMaps name mount paths too (redis.conf's `dir` and `include`).
-                    (local / key).write_text(self._translate_paths(text, mounts))
+                    # Files from ConfigMaps name mount paths too (redis.conf's `dir` and `aclfile`).
+                    (local / key).write_text(self._translate_paths(text, pod_mounts))
             elif "secret" in volume:
                 source = volume["secret"]
                 for item in source.get("items", []):
@@ -244,9 +249,47 @@ class LocalStack:
         argv = [self._translate_paths(a, mounts) for a in argv]
         argv += ["--port", str(b.port), "--bind", "127.0.0.1"]
         b.process = self._spawn(f"{broker}-0", argv, env, pod_dir)
+        if not any(s.running() for s in b.sidecars):
+            b.sidecars = [self._start_sidecar(broker, pod, c, pod_dir) for c in pod["containers"] if c["name"] != "redis"]
         if wait_ready:
             self.wait_broker_ready(broker, wait_ready)
         return b.process
+
+    def _start_sidecar(self, broker: str, pod: Manifest, container: Manifest, pod_dir: Path) -> LocalProcess:
+        mounts = self._mounts(pod, container, pod_dir)
+        env = self._env(container, f"{broker}-0", mounts)
+        if "REDIS_PORT" in env:
+            env["REDIS_PORT"] = str(self._brokers[broker].port)
+        argv = [self._translate_paths(expand(a, env), mounts) for a in container["command"] + container.get("args", [])]
+        return self._spawn(f"{broker}-0-{container['name']}", argv, env, pod_dir)
+
+    def sidecar(self, broker: str, name: str) -> LocalProcess:
+        (found,) = [s for s in self._brokers[broker].sidecars if s.name == f"{broker}-0-{name}"]
+        return found
+
+    def secret_name(self, broker: str = "redis") -> str:
+        volumes = self._brokers[broker].statefulset["spec"]["template"]["spec"]["volumes"]
+        return str(next(v["secret"]["secretName"] for v in volumes if "secret" in v))
+
+    def update_secret(self, broker: str, string_data: dict[str, str]) -> None:
+        """What `pulumi up` and the kubelet do to a changed Secret: new values in the object, and
+        the files of the broker pod's Secret volume refreshed in place (the pod keeps running)."""
+        self._object("Secret", self.secret_name(broker))["stringData"].update(string_data)
+        pod, _ = self._redis_pod(broker)
+        pod_dir = self.workdir / f"{broker}-0"
+        for volume in pod["volumes"]:
+            if volume.get("secret", {}).get("secretName") == self.secret_name(broker):
+                for item in volume["secret"].get("items", []):
+                    if item["key"] in string_data:
+                        path = pod_dir / "volumes" / volume["name"] / item["path"]
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        fresh = path.with_name(path.name + ".new")
+                        fresh.write_text(string_data[item["key"]])
+                        fresh.chmod(0o600)
+                        fresh.replace(path)  # atomic, as the kubelet's symlink swap is
+
+    def secret_value(self, broker: str, key: str) -> str:
+        return self._secret_value(self.secret_name(broker), key)
 
     def broker_probe(self, broker: str = "redis", probe: str = "readinessProbe") -> bool:
         """Run the rendered probe command (with its container's env), as the kubelet would."""

@@ -44,10 +44,12 @@ def evaluate_yaml(stacks_dir: Path) -> EvaluateYaml:
     """Write `text` as stacks/<stack>.yaml and evaluate the real program for that stack."""
 
     def _evaluate(text: str | bytes, stack: str = "test", config: dict[str, str] | None = None,
-                  secret_keys: list[str] | None = None, into: Evaluation | None = None) -> Evaluation:
+                  secret_keys: list[str] | None = None, into: Evaluation | None = None,
+                  stable_secrets: bool = False) -> Evaluation:
         data = text.encode() if isinstance(text, str) else text
         (stacks_dir / f"{stack}.yaml").write_bytes(data)
-        return evaluate(lambda: run(stacks_dir), stack=stack, config=config, secret_keys=secret_keys, into=into)
+        return evaluate(lambda: run(stacks_dir), stack=stack, config=config, secret_keys=secret_keys, into=into,
+                        stable_secrets=stable_secrets)
 
     return _evaluate
 

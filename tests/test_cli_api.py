@@ -774,3 +774,28 @@ def test_a_closed_pipe_gives_no_traceback() -> None:
     proc.stdout.close()  # the reader goes away before gru writes
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err
+
+
+@pytest.mark.parametrize("flags", [[], ["--yes"], ["--preview-only"]])
+def test_component_setup_checks_the_file_before_the_engine(project: Path, tmp_path: Path, no_pulumi: Path,
+                                                           capsys: pytest.CaptureFixture[str], flags: list[str]) -> None:
+    broken = write(tmp_path / "broken.yaml", "broker:\n  type: redis\n  name: redis\n  Replicas: 2\n")
+    before = snapshot(project / "stacks")
+    code, _, err = run_cli(project, ["component", "setup", "--cluster-name", "prod-eu",
+                                     "--config-file", str(broken), *flags], capsys)
+    assert code == 1
+    assert "unknown field 'Replicas'" in err and "Pulumi CLI" not in err, err
+    assert snapshot(project / "stacks") == before
+
+
+def test_the_gru_command_is_installed_with_every_subcommand(tmp_path: Path) -> None:
+    gru = Path(sys.executable).with_name("gru")
+    assert gru.exists(), "install the project (pip install -e .) to get the `gru` command"
+    result = subprocess.run([str(gru), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("validate", "render", "component", "preview", "up", "destroy", "outputs"):
+        assert command in result.stdout
+    # From anywhere inside the checkout, on the checkout's stacks.
+    checked = subprocess.run([str(gru), "validate", "--stack", "dev"], cwd=ROOT / "stacks",
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "dev.yaml: valid" in checked.stdout, checked

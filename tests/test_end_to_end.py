@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,6 +71,14 @@ def make_stack(tmp_path: Path) -> Iterator[MakeStack]:
         stack.close()
         # Every test stops what it started.
         assert all(not p.running() for p in stack._processes)
+
+
+def as_user(stack: LocalStack, user: str) -> redis.Redis:
+    """A connection as one of the broker's ACL users, with its password from the rendered Secret."""
+    if user == "worker":
+        return redis.Redis.from_url(stack.broker_url(key="worker-url"))
+    password = stack.secret_value("redis", {"default": "redis-password"}.get(user, f"{user}-password"))
+    return redis.Redis(host="127.0.0.1", port=stack.broker_port(), username=user, password=password)
 
 
 def client(stack: LocalStack) -> Celery:
@@ -181,15 +190,14 @@ def test_queued_tasks_survive_a_redis_restart(make_stack: MakeStack, how: str) -
     stack.start_broker()
     app = client(stack)
     sent = send_sleep(app, 0.01, count=50)
-    port = stack.broker_port()
-    assert redis.Redis(host="127.0.0.1", port=port, password=PASSWORD).llen("celery") == 50
+    assert as_user(stack, "default").llen("celery") == 50
     if how == "graceful":
         assert stack.stop_broker() == 0
     else:
         time.sleep(1.5)  # appendfsync everysec: what is a second old is on disk
         stack._brokers["redis"].process.kill_all()  # type: ignore[union-attr]
     stack.start_broker()
-    assert redis.Redis(host="127.0.0.1", port=port, password=PASSWORD).llen("celery") == 50
+    assert as_user(stack, "default").llen("celery") == 50
     stack.start_replicas(SERVER)
     assert [r.get(timeout=60) for _, r in sent] == [t for t, _ in sent]
 
@@ -211,7 +219,7 @@ def test_a_running_task_survives_a_redis_restart_and_runs_once(make_stack: MakeS
     time.sleep(2 * 16 + 4)
     assert worker.log().count(f"Task gru.sleep[{running.id}] received") == 1
     assert worker.log().count(f"Task gru.sleep[{running.id}] succeeded") == 1
-    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    db = as_user(stack, "worker")
     assert db.llen("celery") == 0 and db.hlen("unacked") == 0
 
 
@@ -242,7 +250,7 @@ def test_fleets_with_different_task_limits_on_one_broker_never_redeliver_each_ot
     running = app.send_task("gru.sleep", args=[18, token], queue="slow")
     assert running.get(timeout=90) == token
     time.sleep(5)  # a requeued copy would be received by the slow worker as soon as it is free
-    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    db = as_user(stack, "worker")
     assert db.llen("slow") == 0 and db.hlen("unacked") == 0
     for worker in (quick, slow):
         assert worker.log().count(f"Task gru.sleep[{running.id}] received") == (1 if worker is slow else 0)
@@ -294,7 +302,7 @@ def test_a_poison_task_goes_to_the_dead_letter_list_and_the_worker_stays_up(make
     stack.wait_workers_ready(SERVER, [0])
     app = client(stack)
     poison = app.send_task("test.crash")
-    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    db = as_user(stack, "worker")
     deadline = time.monotonic() + 90
     while db.llen("gru:dead-letter") == 0 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -317,7 +325,7 @@ def test_a_full_broker_refuses_writes_and_keeps_what_it_has(make_stack: MakeStac
     stack = make_stack(max_memory_mb=16)
     stack.start_broker()
     app = client(stack)
-    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    db = as_user(stack, "worker")
     payload = "x" * 256 * 1024
     accepted = 0
     with pytest.raises(OperationalError) as refused:
@@ -327,8 +335,9 @@ def test_a_full_broker_refuses_writes_and_keeps_what_it_has(make_stack: MakeStac
     assert "command not allowed when used memory > 'maxmemory'" in str(refused.value)
     assert accepted > 10
     assert db.llen("celery") == accepted
-    assert db.info("stats")["evicted_keys"] == 0
-    assert db.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+    server = as_user(stack, "exporter")
+    assert server.info("stats")["evicted_keys"] == 0
+    assert server.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
 
 
 def fill(app: Celery, queue: str = "celery") -> list[str]:
@@ -348,7 +357,7 @@ def test_a_full_broker_keeps_running_and_starting_workers_up_and_drains(make_sta
     # Results on: the worst case, every finished task also writes to the full broker.
     stack = make_stack(max_memory_mb=16)
     running_worker, app, token, running = one_worker_running_a_task(stack, 6.0)
-    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    db = as_user(stack, "worker")
     accepted = fill(app)
     assert len(accepted) > 10
     # A worker starting against the full broker: its init container, queue declarations and
@@ -366,7 +375,7 @@ def test_a_full_broker_keeps_running_and_starting_workers_up_and_drains(make_sta
         assert logs.count(f"Task gru.sleep[{task_id}] succeeded") == 1, [
             line for line in logs.splitlines() if task_id in line or "Error" in line or "WARNING" in line]
     assert logs.count(f"Task gru.sleep[{running.id}] succeeded") == 1
-    assert db.info("stats")["evicted_keys"] == 0
+    assert as_user(stack, "exporter").info("stats")["evicted_keys"] == 0
     # Drained, the broker takes new work again.
     assert app.send_task("gru.ping").get(timeout=30) == "pong"
 
@@ -382,7 +391,7 @@ def test_results_are_off_unless_asked_for(make_stack: MakeStack) -> None:
     while f"Task gru.sleep[{sent.id}] succeeded" not in worker.log() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert f"Task gru.sleep[{sent.id}] succeeded" in worker.log()
-    db = redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD)
+    db = as_user(stack, "worker")
     assert not db.exists(f"celery-task-meta-{sent.id}")
     assert sent.state == "PENDING"  # nothing stored, ever
 
@@ -407,3 +416,114 @@ def test_readiness_follows_the_broker_connection(make_stack: MakeStack) -> None:
     stack.wait_workers_ready(SERVER, [0], timeout=60)
     assert not (alive.parent / "reconnecting").exists()
     assert client(stack).send_task("gru.ping").get(timeout=30) == "pong"
+
+
+# --- ACL users and password rotation -------------------------------------------------------
+
+def test_each_client_kind_may_do_only_its_job(make_stack: MakeStack) -> None:
+    stack = make_stack()
+    stack.start_broker()
+    denied = redis.exceptions.NoPermissionError
+    destructive = [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "SET", "maxmemory", "1"), ("SHUTDOWN", "NOSAVE"),
+                   ("KEYS", "*"), ("ACL", "SETUSER", "x", "on"), ("CLIENT", "KILL", "TYPE", "normal")]
+    for user in ("default", "worker", "exporter", "keda"):
+        db = as_user(stack, user)
+        for command in destructive:
+            with pytest.raises(denied):
+                db.execute_command(*command)
+    agent, keda, exporter = as_user(stack, "default"), as_user(stack, "keda"), as_user(stack, "exporter")
+    for command in [("EVAL", "return 1", "0"), ("HSET", "unacked", "t", "x"), ("SET", "k", "v")]:
+        with pytest.raises(denied):
+            agent.execute_command(*command)
+    assert keda.llen("celery") == 0
+    with pytest.raises(denied):
+        keda.lrange("celery", 0, -1)
+    assert exporter.info("memory")["maxmemory"] > 0
+    with pytest.raises(denied):
+        exporter.lpush("celery", "x")
+    # A URL without a user name logs in as the agents' user, with the agents' password only.
+    assert redis.Redis(host="127.0.0.1", port=stack.broker_port(), password=PASSWORD).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=stack.broker_port(), password="not-the-password").ping()
+
+
+def test_a_password_rotation_moves_every_client_with_no_failed_login_and_no_lost_task(make_stack: MakeStack) -> None:
+    from components.broker.component import broker_url
+    from components.broker.redis_acl import USERS, acl_file
+
+    stack = make_stack()
+    host = "redis.gru.svc.cluster.local"
+    # Known passwords, in the shape the stack's state holds them: current, and next staged.
+    old = {u.name: f"{u.name}-old-{uuid.uuid4().hex}" for u in USERS}
+    new = {u.name: (f"{u.name}-new-{uuid.uuid4().hex}" if u.rotates else old[u.name]) for u in USERS}
+    later = {u.name: f"{u.name}-later-{uuid.uuid4().hex}" for u in USERS}
+
+    def secret(current: dict[str, str], staged: dict[str, str], drop_after: int) -> dict[str, str]:
+        return {"users.acl": acl_file({u.name: [current[u.name], staged[u.name]] if u.rotates else [current[u.name]]
+                                       for u in USERS}),
+                "worker-url": broker_url(current["worker"], host, "worker"),
+                "broker-url": broker_url(current["default"], host), "redis-password": current["default"],
+                "exporter-password": current["exporter"], "admin-password": current["admin"],
+                "drop-after-seconds": str(drop_after)}
+
+    stack.update_secret("redis", secret(old, new, 0))
+    redis_process = stack.start_broker()
+    old_pods = stack.start_replicas(SERVER)
+    stack.wait_workers_ready(SERVER, [0, 1])
+
+    # An agent enqueues all along and waits for every result.
+    agent_url = [stack.broker_url()]
+    failures: list[str] = []
+    results: list[tuple[str, AsyncResult]] = []
+    stop = False
+
+    def agent() -> None:
+        while not stop:
+            app = Celery("agent", broker=agent_url[0], backend=agent_url[0])
+            try:
+                results.extend(send_sleep(app, 0.2))
+            except Exception as error:  # noqa: BLE001 - every failure is counted and reported
+                failures.append(repr(error))
+            time.sleep(0.05)
+
+
+    thread = threading.Thread(target=agent, daemon=True)
+    thread.start()
+    time.sleep(2)
+    # `pulumi up` with a new password_rotation: the Secret changes in place; the kubelet
+    # refreshes the broker pod's files; Redis keeps running.
+    drop_after = 30  # the longest rollout here, as the program computes it for a real fleet
+    stack.update_secret("redis", secret(new, later, drop_after))
+    deadline = time.monotonic() + 30
+    while stack.sidecar("redis", "acl-sync").log().count("applied users file") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rotated_at = time.monotonic()
+    agent_url[0] = stack.broker_url()  # agents restart onto the new password, within the drop time
+    # The workers roll: new pods (reading the new Secret) come up, then the old ones stop.
+    stack.start_pod(SERVER, 2)
+    stack.start_pod(SERVER, 3)
+    stack.wait_workers_ready(SERVER, [2, 3])
+    for pod in old_pods:
+        pod.signal(signal.SIGTERM)
+    for pod in old_pods:
+        assert pod.wait(30) == 0
+    assert time.monotonic() - rotated_at < drop_after, "the roll outlasted the drop time: the test proves nothing"
+    # Past the drop time, the old passwords are gone.
+    time.sleep(max(0.0, rotated_at + drop_after + 8 - time.monotonic()))
+    stop = True
+    thread.join(30)
+    exporter = redis.Redis(host="127.0.0.1", port=stack.broker_port(), username="exporter", password=new["exporter"])
+    stats = exporter.info("stats")
+    errors = exporter.info("errorstats")
+    assert failures == []
+    assert "errorstat_WRONGPASS" not in errors and stats.get("acl_access_denied_auth", 0) == 0, errors
+    assert len(results) > 20
+    reader = client(stack)  # a restarted agent, on the new password
+    assert [reader.AsyncResult(r.id).get(timeout=60) for _, r in results] == [t for t, _ in results]
+    assert redis_process.running()  # no restart
+    for user in ("worker", "default"):
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=stack.broker_port(), username=user, password=old[user]).ping()
+        assert redis.Redis(host="127.0.0.1", port=stack.broker_port(), username=user, password=later[user]).ping()
+    # The counter read above does count refused logins: those just made (redis-py retries each).
+    assert exporter.info("errorstats")["errorstat_WRONGPASS"]["count"] >= 2

@@ -7,7 +7,8 @@ from urllib.parse import quote
 
 import pytest
 
-from components.broker.redis_config import redis_auth_conf
+from components.broker.redis_acl import password_hash
+from components.spec.task_server import DEFAULT_WORKER_IMAGE
 from gru.mock_engine import Evaluation, Registration
 
 from .conftest import SEED_YAML, URL_SPECIALS, EvaluateYaml, dumps, make_password
@@ -44,6 +45,10 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
         ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "redis"),
         ("kubernetes:policy/v1:PodDisruptionBudget", "redis"),
         (PASSWORD, "redis-password"),
+        (PASSWORD, "redis-worker-password"),
+        (PASSWORD, "redis-exporter-password"),
+        (PASSWORD, "redis-keda-password"),
+        (PASSWORD, "redis-admin-password"),
         (SECRET, "redis-credentials"),
         ("kubernetes:core/v1:ConfigMap", "redis-config"),
         ("kubernetes:core/v1:Service", "redis"),
@@ -58,7 +63,9 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
     ])
     broker, server = evaluation.of_type("gru:index:Broker")[0], evaluation.of_type("gru:index:TaskServer")[0]
     assert sorted((r.type.rsplit(":", 1)[-1], r.name) for r in children_of(evaluation, broker)) == [
-        ("ConfigMap", "redis-config"), ("GeneratedPassword", "redis-password"), ("NetworkPolicy", "redis"),
+        ("ConfigMap", "redis-config"), ("GeneratedPassword", "redis-admin-password"),
+        ("GeneratedPassword", "redis-exporter-password"), ("GeneratedPassword", "redis-keda-password"),
+        ("GeneratedPassword", "redis-password"), ("GeneratedPassword", "redis-worker-password"), ("NetworkPolicy", "redis"),
         ("PersistentVolumeClaimPatch", "data-redis-0"), ("PodDisruptionBudget", "redis"),
         ("Secret", "redis-credentials"), ("Service", "redis"),
         ("Service", "redis-headless"), ("ServiceAccount", "redis"), ("StatefulSet", "redis")]
@@ -103,7 +110,7 @@ def test_workers_wait_for_an_authenticated_broker_ping(evaluate_yaml: EvaluateYa
     (deployment,) = evaluation.of_type(DEPLOYMENT)
     (init,) = deployment.inputs["spec"]["template"]["spec"]["initContainers"]
     env = {e["name"]: e for e in init["env"]}
-    assert env["CELERY_BROKER_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "broker-url"}
+    assert env["CELERY_BROKER_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "worker-url"}
     assert env["BROKER_WAIT_SECONDS"]["value"] == "300"
     assert init["command"] == ["python", "-m", "gru_worker.wait_for_broker"]
 
@@ -113,7 +120,7 @@ def test_broker_image_is_not_in_the_worker_pods(evaluate_yaml: EvaluateYaml) -> 
     (deployment,) = evaluate_yaml(SEED_YAML.replace("name: redis\n", "name: redis\n  image: redis:7.4.2-alpine\n", 1)
                                   ).of_type(DEPLOYMENT)
     pod = deployment.inputs["spec"]["template"]["spec"]
-    assert {c["image"] for c in pod["initContainers"] + pod["containers"]} == {"gru-worker:0.1.0"}
+    assert {c["image"] for c in pod["initContainers"] + pod["containers"]} == {DEFAULT_WORKER_IMAGE}
     assert "7.4.2" not in str(deployment.inputs)
 
 
@@ -123,7 +130,7 @@ def test_no_password_appears_outside_the_secret(evaluate_yaml: EvaluateYaml) -> 
                                secret_keys=["gru:redis-password"])
     data = secret_data(evaluation)
     assert data["redis-password"] == password
-    forms = {password, quote(password, safe=""), data["broker-url"], redis_auth_conf(password).strip()}
+    forms = {password, quote(password, safe=""), data["broker-url"], password_hash(password)}
     for registration in evaluation.registrations:
         if registration.type == SECRET:
             continue
@@ -145,10 +152,29 @@ def test_broker_url_url_encodes_the_password(evaluate_yaml: EvaluateYaml) -> Non
 
 def test_generated_password_is_used_when_none_is_configured(evaluate_yaml: EvaluateYaml) -> None:
     evaluation = evaluate_yaml(SEED_YAML)
-    (generator,) = evaluation.of_type(PASSWORD)
-    assert generator.inputs["length"] >= 32
+    assert all(generator.inputs["length"] >= 32 for generator in evaluation.of_type(PASSWORD))
     data = secret_data(evaluation)
     assert data["redis-password"] and data["redis-password"] in data["broker-url"]
+
+
+def test_each_client_kind_has_its_own_user_with_a_staged_next_password(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(SEED_YAML)
+    data = secret_data(evaluation)
+    generated = {g.name: (g.inputs["result"], g.inputs["next"]) for g in evaluation.of_type(PASSWORD)}
+    users = {line.split()[1]: line for line in data["users.acl"].splitlines() if line.startswith("user ")}
+    assert set(users) == {"default", "worker", "exporter", "keda", "admin"}
+    for user, resource in [("default", "redis-password"), ("worker", "redis-worker-password"),
+                           ("exporter", "redis-exporter-password"), ("keda", "redis-keda-password")]:
+        current, staged = generated[resource]
+        # Redis accepts the password in use and the one a rotation moves to, as hashes only.
+        assert f"#{password_hash(current)} #{password_hash(staged)} " in users[user], user
+        assert current not in data["users.acl"] and staged not in data["users.acl"]
+    assert data["worker-url"].startswith("redis://worker:") and generated["redis-worker-password"][0] in data["worker-url"]
+    # Nothing but the worker user may run what destroys or reconfigures the server, and it may not either.
+    assert "-@dangerous" in users["worker"]
+    for user in ("default", "exporter", "keda", "admin"):
+        assert " -@all " in users[user] and "+@all" not in users[user], user
+    assert "+acl|setuser" in users["admin"] and "+acl" not in users["worker"]
 
 
 def test_plaintext_password_in_config_is_refused_before_anything_registers(evaluate_yaml: EvaluateYaml) -> None:
@@ -158,18 +184,20 @@ def test_plaintext_password_in_config_is_refused_before_anything_registers(evalu
         evaluate_yaml(SEED_YAML, config={"gru:redis-password": make_password()})
 
 
-def test_new_password_rolls_the_workers(evaluate_yaml: EvaluateYaml) -> None:
-    def annotation(password: str) -> str:
+def test_a_new_password_rolls_only_the_clients_that_use_it(evaluate_yaml: EvaluateYaml) -> None:
+    def pod_templates(password: str) -> tuple[str, str, str]:
         evaluation = evaluate_yaml(SEED_YAML, config={"gru:redis-password": password},
-                                   secret_keys=["gru:redis-password"])
+                                   secret_keys=["gru:redis-password"], stable_secrets=True)
         (deployment,) = evaluation.of_type(DEPLOYMENT)
-        return deployment.inputs["spec"]["template"]["metadata"]["annotations"]["gru.dev/broker-credentials-hash"]
+        (statefulset,) = evaluation.of_type(STATEFULSET)
+        return (deployment.inputs["spec"]["template"]["metadata"]["annotations"]["gru.dev/broker-credentials-hash"],
+                dumps(statefulset.inputs["spec"]["template"]), secret_data(evaluation)["users.acl"])
 
-    one, another = make_password(), make_password()
-    first = annotation(one)
-    assert first == annotation(one)
-    assert first != annotation(another)
-    assert one not in first
+    one, another = pod_templates(make_password()), pod_templates(make_password())
+    # The agents' password changed: Redis takes it without a restart, and workers, who log in
+    # as their own user, do not roll.
+    assert one[2] != another[2]
+    assert one[:2] == another[:2]
 
 
 def test_workers_read_the_broker_url_from_the_secret(evaluate_yaml: EvaluateYaml) -> None:
@@ -177,7 +205,7 @@ def test_workers_read_the_broker_url_from_the_secret(evaluate_yaml: EvaluateYaml
     (deployment,) = evaluation.of_type(DEPLOYMENT)
     pod = deployment.inputs["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["CELERY_BROKER_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "broker-url"}
+    assert env["CELERY_BROKER_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-credentials", "key": "worker-url"}
     assert "value" not in env["CELERY_BROKER_URL"]
     # Late acks only help if Redis never redelivers a running task: visibility > grace period.
     grace = pod["terminationGracePeriodSeconds"]
@@ -193,11 +221,12 @@ def test_redis_is_a_broker_that_never_evicts(evaluate_yaml: EvaluateYaml) -> Non
     assert "appendonly yes" in conf
     assert "maxmemory 256mb" in conf
     assert "maxmemory-policy noeviction" in conf
-    assert "requirepass" not in conf
+    assert "requirepass" not in conf and "aclfile /etc/redis-auth/users.acl" in conf
     (statefulset,) = evaluation.of_type(STATEFULSET)
     spec = statefulset.inputs["spec"]
     assert spec["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
-    (redis,) = spec["template"]["spec"]["containers"]
+    redis, sync = spec["template"]["spec"]["containers"]
+    assert sync["name"] == "acl-sync" and sync["image"] == redis["image"]
     assert redis["image"].startswith("redis:") and ":latest" not in redis["image"]
     assert redis["readinessProbe"]["exec"]["command"][-1].count("redis-cli") == 1
 

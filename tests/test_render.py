@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from components.spec.task_server import DEFAULT_WORKER_IMAGE
 from gru.cli import main
 from gru.render import REDACTED, RenderedObject, render_stack, write_manifests
 
@@ -86,7 +87,7 @@ def test_cli_render_and_validate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["validate", "--stack", "dev"]) == 0
     out = capsys.readouterr().out
     # Which images the cluster will pull, so a missing one is noticed before a rollout waits on it.
-    assert "task server task_server: image gru-worker:0.1.0" in out and "broker redis: image redis:" in out
+    assert f"task server task_server: image {DEFAULT_WORKER_IMAGE}" in out and "broker redis: image redis:" in out
 
 
 def test_cli_reports_a_bad_stack_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

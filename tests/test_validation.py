@@ -3,9 +3,11 @@ a single resource is registered."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from components.spec import SpecError, parse_stack_spec
+from components.spec import SpecError, load_stack_spec, parse_stack_spec
 from gru.mock_engine import Evaluation
 
 from .conftest import SEED_YAML, EvaluateYaml
@@ -116,7 +118,7 @@ def test_a_valid_file_does_register(evaluate_yaml: EvaluateYaml) -> None:
     """The check above can fail: the same harness does see registrations."""
     seen = Evaluation()
     evaluate_yaml(SEED_YAML, into=seen)
-    assert len(seen.registrations) == 17
+    assert len(seen.registrations) == 21  # everything the seed registers
 
 
 def test_all_problems_are_reported_at_once() -> None:
@@ -171,3 +173,51 @@ def test_the_seed_yaml_is_accepted_exactly_as_written() -> None:
     (server,) = spec.task_servers
     assert (server.name, server.replicas, server.concurrency_per_replica, server.broker_resource_name) == (
         "task_server", 4, 1, "redis")
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), [
+    ("a key in the wrong case, on its own line", b"task_server:\n  type: celery\n  name: t\n  Replicas: 4\n",
+     ["line 4, task_server.Replicas: unknown field 'Replicas'", "keys are lowercase: write 'replicas'"]),
+    ("a nested key in the wrong case", b"broker:\n  type: redis\n  name: r\n  storage: {Size: 1Gi}\n",
+     ["broker.storage.Size: unknown field 'Size'", "write 'size'"]),
+    ("Exists with a value", b"broker: {type: redis, name: r, tolerations: [{key: k, operator: Exists, value: v}]}\n",
+     ["`operator: Exists` may not have a `value`", "remove `value`"]),
+    ("no key without Exists", b"broker: {type: redis, name: r, tolerations: [{operator: Equal, value: v}]}\n",
+     ["without a `key` must have `operator: Exists`"]),
+    ("toleration_seconds without NoExecute",
+     b"broker: {type: redis, name: r, tolerations: [{key: k, operator: Exists, toleration_seconds: 5}]}\n",
+     ["only to `effect: NoExecute`"]),
+    ("the API server's own Service", b"broker: {type: redis, name: kubernetes, namespace: default, create_namespace: false}\n",
+     ["broker.name: the Service 'kubernetes' in namespace 'default' is the API server's own"]),
+    ("no room for the rewrite fork", b"broker: {type: redis, name: r, max_memory_mb: 1024, resources: {memory_limit: 1200Mi}}\n",
+     ["broker.resources.memory_limit: is 1200Mi, too little for maxmemory (1024 MiB)", "at least 1600Mi"]),
+    ("a boolean quantity", b"broker: {type: redis, name: r, resources: {cpu_limit: true}}\n",
+     ["broker.resources.cpu_limit: must be a quantity, got true"]),
+    ("a node selector value Kubernetes refuses", b"broker: {type: redis, name: r, node_selector: {pool: 'a b'}}\n",
+     ["is not a Kubernetes label value"]),
+    ("a priority class Kubernetes refuses", b"broker: {type: redis, name: r, priority_class_name: High_Priority}\n",
+     ["is not a PriorityClass name"]),
+    ("a name too long", b"broker: {type: redis, name: " + b"r" * 41 + b"}\n", ["the limit is 40", "shorten it"]),
+    ("an empty queue list", b"task_server: {type: celery, name: t, broker_resource_name: r, queues: []}\n",
+     ["must be a non-empty list, got an empty list", "[celery]"]),
+])
+def test_what_the_api_server_would_refuse_is_caught_first(stacks_dir: Path, case: str, text: bytes,
+                                                          expected: list[str]) -> None:
+    (stacks_dir / "bad.yaml").write_bytes(text)
+    with pytest.raises(SpecError) as raised:
+        load_stack_spec(stacks_dir / "bad.yaml", "stacks/bad.yaml")
+    message = str(raised.value)
+    for part in expected:
+        assert part in message, f"{case}: {part!r} not in:\n{message}"
+
+
+def test_quantities_may_be_yaml_numbers_and_each_resource_keeps_its_default(stacks_dir: Path) -> None:
+    (stacks_dir / "ok.yaml").write_bytes(
+        b"broker: {type: redis, name: r, resources: {cpu_limit: 1}}\n"
+        b"task_server: {type: celery, name: t, broker_resource_name: r, resources: {cpu_request: 0.5, cpu_limit: 2}}\n")
+    spec = load_stack_spec(stacks_dir / "ok.yaml", "stacks/ok.yaml")
+    (broker,), (server,) = spec.brokers, spec.task_servers
+    assert broker.compute_resources.cpu_limit == "1"
+    assert broker.compute_resources.memory_limit == "1088Mi"  # the default for max_memory_mb 512
+    assert server.compute_resources.cpu_request == "0.5" and server.compute_resources.cpu_limit == "2"
+    assert server.compute_resources.memory_limit == "640Mi"

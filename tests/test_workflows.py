@@ -264,3 +264,19 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n")
     result = subprocess.run([*_actionlint(), str(broken)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and 'property "nope" is not defined' in result.stdout
+
+
+def test_release_builds_the_default_worker_image_for_both_architectures() -> None:
+    from components.spec.task_server import DEFAULT_WORKER_IMAGE
+
+    release = load(WORKFLOWS_DIR / "release.yml")
+    assert triggers(release)["push"]["tags"] == ["worker-v*"]
+    assert release["permissions"]["packages"] == "write"
+    steps = release["jobs"]["worker-image"]["steps"]
+    (build,) = [s for s in steps if s.get("uses", "").startswith("docker/build-push-action@")]
+    assert build["with"]["context"] == "worker" and build["with"]["push"] is True
+    assert set(build["with"]["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
+    # The workflow refuses to publish anywhere but where the program's default points.
+    (check,) = [s for s in steps if "DEFAULT_WORKER_IMAGE" in s.get("run", "")]
+    assert 'repository="ghcr.io/${OWNER,,}/gru-worker"' in check["run"]
+    assert DEFAULT_WORKER_IMAGE.startswith("ghcr.io/") and DEFAULT_WORKER_IMAGE.endswith("/gru-worker:0.1.0")

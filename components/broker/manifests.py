@@ -10,7 +10,7 @@ from typing import Any
 
 import pulumi
 
-from ..labels import CONFIG_HASH_ANNOTATION, common_labels, selector_labels
+from ..labels import CONFIG_HASH_ANNOTATION, CREDENTIALS_HASH_ANNOTATION, common_labels, selector_labels
 from ..pod_security import (
     checkov_skip_annotations,
     container_security_context,
@@ -18,14 +18,31 @@ from ..pod_security import (
     pod_security_context,
 )
 from ..spec import BrokerSpec, kubernetes_name
-from .redis_config import AUTH_DIR, AUTH_FILE, CONFIG_DIR, CONFIG_FILE, DATA_DIR, DEAD_LETTER_KEY, REDIS_PORT
+from . import redis_acl
+from .acl_sync import HEARTBEAT, STATE_DIR, SYNC_SECONDS
+from .redis_config import (
+    ACL_FILE,
+    ACL_SYNC_FILE,
+    ADMIN_PASSWORD_FILE,
+    AUTH_DIR,
+    CONFIG_DIR,
+    CONFIG_FILE,
+    DATA_DIR,
+    DEAD_LETTER_KEY,
+    DROP_AFTER_FILE,
+    REDIS_PORT,
+)
 
 APP = "redis"
 EXPORTER_APP = "redis-exporter"
 COMPONENT = "broker"
+# The Secret's keys. Agents: `redis-password` and `broker-url` (the default user's).
 PASSWORD_KEY = "redis-password"
 URL_KEY = "broker-url"
-AUTH_CONF_KEY = AUTH_FILE
+WORKER_URL_KEY = "worker-url"
+EXPORTER_PASSWORD_KEY = "exporter-password"
+KEDA_USERNAME_KEY = "keda-username"
+KEDA_PASSWORD_KEY = "keda-password"
 METRICS_PORT = 9121
 DATA_VOLUME = "data"
 # The StatefulSet's claim template is immutable; its size is left as first created and the
@@ -36,10 +53,9 @@ Manifest = dict[str, Any]
 
 # Readiness wants a real PONG. Liveness also accepts LOADING: a large append-only file can
 # take minutes to replay, and restarting Redis then would only start the replay over.
-READY_CHECK = f'[ "$(redis-cli -h 127.0.0.1 -p {REDIS_PORT} ping)" = "PONG" ]'
-ALIVE_CHECK = (
-    f'case "$(redis-cli -h 127.0.0.1 -p {REDIS_PORT} ping)" in PONG|LOADING*) exit 0;; *) exit 1;; esac'
-)
+_PING = f"redis-cli --user {redis_acl.ADMIN.name} -h 127.0.0.1 -p {REDIS_PORT} ping"
+READY_CHECK = f'[ "$({_PING})" = "PONG" ]'
+ALIVE_CHECK = f'case "$({_PING})" in PONG|LOADING*) exit 0;; *) exit 1;; esac'
 
 
 class BrokerNames:
@@ -72,23 +88,35 @@ def _metadata(names: BrokerNames, name: str) -> Manifest:
     }
 
 
-def credentials_secret(names: BrokerNames, password: pulumi.Input[str], url: pulumi.Input[str],
-                       auth_conf: pulumi.Input[str]) -> Manifest:
+def credentials_secret(names: BrokerNames, passwords: dict[str, pulumi.Output[str]], url: pulumi.Input[str],
+                       worker_url: pulumi.Input[str], users_file: pulumi.Input[str],
+                       drop_after_seconds: int) -> Manifest:
+    """Every client's credentials, and the users file the Redis pod loads and syncs."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _metadata(names, names.secret),
         "type": "Opaque",
-        "stringData": {PASSWORD_KEY: password, URL_KEY: url, AUTH_CONF_KEY: auth_conf},
+        "stringData": {
+            PASSWORD_KEY: passwords[redis_acl.AGENT.name],
+            URL_KEY: url,
+            WORKER_URL_KEY: worker_url,
+            EXPORTER_PASSWORD_KEY: passwords[redis_acl.EXPORTER.name],
+            KEDA_USERNAME_KEY: redis_acl.KEDA.name,
+            KEDA_PASSWORD_KEY: passwords[redis_acl.KEDA.name],
+            ADMIN_PASSWORD_FILE: passwords[redis_acl.ADMIN.name],
+            ACL_FILE: users_file,
+            DROP_AFTER_FILE: str(drop_after_seconds),
+        },
     }
 
 
-def config_map(names: BrokerNames, redis_conf: str) -> Manifest:
+def config_map(names: BrokerNames, redis_conf: str, acl_sync_script: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(names, names.config_map),
-        "data": {CONFIG_FILE: redis_conf},
+        "data": {CONFIG_FILE: redis_conf, ACL_SYNC_FILE: acl_sync_script},
     }
 
 
@@ -234,7 +262,7 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
                                 # without the password on any command line.
                                 {
                                     "name": "REDISCLI_AUTH",
-                                    "valueFrom": {"secretKeyRef": {"name": names.secret, "key": PASSWORD_KEY}},
+                                    "valueFrom": {"secretKeyRef": {"name": names.secret, "key": ADMIN_PASSWORD_FILE}},
                                 },
                             ],
                             "startupProbe": {
@@ -263,14 +291,17 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
                                 {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
                             ],
                         },
+                        _acl_sync(spec),
                     ],
                     "volumes": [
                         {"name": "config", "configMap": {"name": names.config_map}},
+                        {"name": "acl-sync", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                         {
                             "name": "auth",
                             "secret": {
                                 "secretName": names.secret,
-                                "items": [{"key": AUTH_CONF_KEY, "path": AUTH_FILE}],
+                                # No subPath: the kubelet refreshes these files in place.
+                                "items": [{"key": key, "path": key} for key in (ACL_FILE, ADMIN_PASSWORD_FILE, DROP_AFTER_FILE)],
                                 "defaultMode": 0o440,  # group-readable: Redis reads it through fsGroup
                             },
                         },
@@ -292,7 +323,39 @@ def statefulset(spec: BrokerSpec, names: BrokerNames, config_hash: pulumi.Input[
     }
 
 
-def metrics_deployment(spec: BrokerSpec, names: BrokerNames, queues: list[str]) -> Manifest:
+def _acl_sync(spec: BrokerSpec) -> Manifest:
+    """The sidecar that applies a changed users file to the running Redis (acl_sync.py)."""
+    return {
+        "name": "acl-sync",
+        "image": spec.image,  # sh and redis-cli, already on the node
+        "imagePullPolicy": image_pull_policy(spec.image),
+        "command": ["sh", f"{CONFIG_DIR}/{ACL_SYNC_FILE}"],
+        "env": [
+            {"name": "AUTH_DIR", "value": AUTH_DIR},
+            {"name": "REDIS_PORT", "value": str(REDIS_PORT)},
+            {"name": "SYNC_SECONDS", "value": str(SYNC_SECONDS)},
+            {"name": "STATE_DIR", "value": STATE_DIR},
+        ],
+        # Ready once the loop turned; alive while it keeps turning. Cost: one stat.
+        "readinessProbe": {"exec": {"command": ["test", "-e", HEARTBEAT]}, "periodSeconds": 10, "timeoutSeconds": 3},
+        "livenessProbe": {
+            "exec": {"command": ["sh", "-c", f'[ -n "$(find {HEARTBEAT} -mmin -2)" ]']},
+            "periodSeconds": 30,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}},
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
+            {"name": "acl-sync", "mountPath": STATE_DIR},
+        ],
+    }
+
+
+def metrics_deployment(spec: BrokerSpec, names: BrokerNames, queues: list[str],
+                       credentials_hash: pulumi.Input[str]) -> Manifest:
     """redis_exporter, reporting each task-server queue's length, and the dead-letter list's,
     as `redis_key_size`, beside Redis's own memory and client figures.
 
@@ -308,8 +371,10 @@ def metrics_deployment(spec: BrokerSpec, names: BrokerNames, queues: list[str]) 
             "replicas": 1,
             "selector": {"matchLabels": selector_labels(EXPORTER_APP, names.base)},
             "template": {
-                # The client label lets it through the broker's NetworkPolicy.
-                "metadata": {"labels": {**labels, spec.client_label_key: "true"}},
+                # The client label lets it through the broker's NetworkPolicy; the hash rolls
+                # it onto a rotated password.
+                "metadata": {"labels": {**labels, spec.client_label_key: "true"},
+                             "annotations": {CREDENTIALS_HASH_ANNOTATION: credentials_hash}},
                 "spec": {
                     "serviceAccountName": names.service_account,
                     "automountServiceAccountToken": False,
@@ -321,8 +386,9 @@ def metrics_deployment(spec: BrokerSpec, names: BrokerNames, queues: list[str]) 
                         "imagePullPolicy": image_pull_policy(spec.metrics.image),
                         "env": [
                             {"name": "REDIS_ADDR", "value": f"redis://{names.host}:{REDIS_PORT}"},
+                            {"name": "REDIS_USER", "value": redis_acl.EXPORTER.name},
                             {"name": "REDIS_PASSWORD",
-                             "valueFrom": {"secretKeyRef": {"name": names.secret, "key": PASSWORD_KEY}}},
+                             "valueFrom": {"secretKeyRef": {"name": names.secret, "key": EXPORTER_PASSWORD_KEY}}},
                             {"name": "REDIS_EXPORTER_CHECK_SINGLE_KEYS",
                              "value": ",".join(f"db0={k}" for k in [*queues, DEAD_LETTER_KEY])},
                         ],

@@ -1,4 +1,4 @@
-"""redis.conf for a broker, and the password snippet that lives only in its Secret."""
+"""redis.conf for a broker, and where the pod finds its other files."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ AUTH_DIR = "/etc/redis-auth"
 CONFIG_FILE = "redis.conf"
 # Where workers put tasks past their delivery cap (gru_worker.deliveries writes it).
 DEAD_LETTER_KEY = "gru:dead-letter"
-AUTH_FILE = "auth.conf"
+ACL_FILE = "users.acl"
+ADMIN_PASSWORD_FILE = "admin-password"
+DROP_AFTER_FILE = "drop-after-seconds"
+ACL_SYNC_FILE = "acl-sync.sh"
 
 
 def redis_conf(spec: BrokerSpec) -> str:
-    """The server configuration. No secret in it: the password is `include`d from the Secret."""
+    """The server configuration. No secret in it: the users and their password hashes are
+    loaded from the ACL file in the Secret."""
     return "\n".join(
         [
             f"# Broker {spec.name!r}, rendered by gru. Edit the stack file, not this.",
@@ -31,16 +35,7 @@ def redis_conf(spec: BrokerSpec) -> str:
             # or kombu's binding keys.
             f"maxmemory {spec.max_memory_mb}mb",
             "maxmemory-policy noeviction",
-            f"include {AUTH_DIR}/{AUTH_FILE}",
+            f"aclfile {AUTH_DIR}/{ACL_FILE}",
             "",
         ]
     )
-
-
-def redis_auth_conf(password: str) -> str:
-    """`requirepass` with every byte hex-escaped, so no password character can break the file."""
-    escaped = "".join(
-        ch if ch.isascii() and ch.isalnum() else "".join(f"\\x{b:02x}" for b in ch.encode())
-        for ch in password
-    )
-    return f'requirepass "{escaped}"\n'

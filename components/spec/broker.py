@@ -6,7 +6,18 @@ from typing import Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from .common import ComponentName, ComputeResources, DnsDomain, Image, LabelKey, Namespace, Quantity, Scheduling, StrictModel
+from .common import (
+    ComponentName,
+    ComputeResources,
+    DnsDomain,
+    Image,
+    LabelKey,
+    Namespace,
+    Quantity,
+    Scheduling,
+    StrictModel,
+    quantity_to_mib,
+)
 from .names import kubernetes_name
 from .problems import CrossFieldProblem
 
@@ -53,6 +64,8 @@ class BrokerSpec(Scheduling):
     # Where the autoscaler (KEDA's operator) runs; it reads queue lengths from Redis.
     keda_namespace: Namespace = "keda"
     cluster_domain: DnsDomain = "cluster.local"
+    # Any text; a new value rotates every generated broker password (see the README).
+    password_rotation: StrictStr = ""
 
     @property
     def client_label_key(self) -> str:
@@ -65,12 +78,27 @@ class BrokerSpec(Scheduling):
             problems.append((("create_namespace",),
                              f"namespace {self.namespace!r} always exists and must not be owned by a stack",
                              "set `create_namespace: false`, or use a namespace of its own, like 'gru'"))
+        if kubernetes_name(self.name) == "kubernetes" and self.namespace == "default":
+            problems.append((("name",), "the Service 'kubernetes' in namespace 'default' is the API server's own",
+                             "give the broker another name, or another namespace"))
         if self.metrics.service_monitor and not self.metrics.enabled:
             problems.append((("metrics", "service_monitor"), "a ServiceMonitor needs the metrics exporter",
                              "set `metrics: {enabled: true, service_monitor: true}`"))
         if self.resources is not None:
-            problems += [(("resources", *path), message, fix) for path, message, fix in self.resources.problems()]
+            resolved = self.compute_resources
+            problems += [(("resources", *path), message, fix) for path, message, fix in resolved.problems()]
+            floor = self.min_memory_limit_mib
+            if resolved.memory_limit and quantity_to_mib(resolved.memory_limit) < floor:
+                problems.append((("resources", "memory_limit"),
+                                 f"is {resolved.memory_limit}, too little for maxmemory ({self.max_memory_mb} MiB) plus "
+                                 "the fork that rewrites the append-only file: the kernel would kill Redis mid-rewrite",
+                                 f"raise it to at least {floor}Mi, or lower max_memory_mb"))
         return problems
+
+    @property
+    def min_memory_limit_mib(self) -> int:
+        """maxmemory, half of it again for pages the rewrite fork copies, and 64 MiB of overhead."""
+        return self.max_memory_mb * 3 // 2 + 64
 
     @property
     def compute_resources(self) -> ComputeResources:
@@ -83,11 +111,10 @@ class BrokerSpec(Scheduling):
         the command thread exactly while a rewrite runs. A limit stays (rather than none) so a
         runaway broker cannot starve the node's other pods.
         """
-        if self.resources is not None:
-            return self.resources
-        return ComputeResources(
+        defaults = ComputeResources(
             cpu_request="100m",
             memory_request=f"{self.max_memory_mb + self.max_memory_mb // 4 + 64}Mi",
             cpu_limit="2",
             memory_limit=f"{self.max_memory_mb * 2 + 64}Mi",
         )
+        return self.resources.over(defaults) if self.resources is not None else defaults

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
 from pydantic_core import PydanticCustomError
 
 from .names import kubernetes_name_problem
@@ -62,8 +62,8 @@ def _component_name(value: str) -> str:
     if problem is not None:
         raise invalid(
             f"name {value!r} {problem}",
-            "use lowercase letters, digits, '-' or '_', starting with a letter, "
-            "like 'redis' or 'task_server'",
+            "shorten it" if "limit is" in problem else
+            "use lowercase letters, digits, '-' or '_', starting with a letter, like 'redis' or 'task_server'",
         )
     return value
 
@@ -81,7 +81,18 @@ def quantity_to_mib(value: str) -> float:
     return float(match.group(1)) * _UNIT_MIB[match.group(2)]
 
 
-Quantity = Annotated[StrictStr, AfterValidator(_quantity)]
+def _number_as_quantity(value: Any) -> Any:
+    """Kubernetes takes `cpu: 1` and `cpu: 0.5` as YAML numbers; so does the stack file."""
+    if isinstance(value, bool):
+        return value  # refused as not text: `true` is no quantity
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return value
+
+
+Quantity = Annotated[StrictStr, AfterValidator(_quantity), BeforeValidator(_number_as_quantity)]
 Image = Annotated[StrictStr, AfterValidator(_image)]
 Namespace = Annotated[StrictStr, AfterValidator(_namespace)]
 ComponentName = Annotated[StrictStr, AfterValidator(_component_name)]
@@ -95,26 +106,33 @@ class StrictModel(BaseModel):
 
 
 class ComputeResources(StrictModel):
-    """Requests and limits for one container, as Kubernetes spells them."""
+    """Requests and limits for one container, as Kubernetes spells them. Each field left out
+    keeps its default (see the component's `compute_resources`)."""
 
-    cpu_request: Quantity
-    memory_request: Quantity
-    cpu_limit: Quantity
-    memory_limit: Quantity
+    cpu_request: Quantity | None = None
+    memory_request: Quantity | None = None
+    cpu_limit: Quantity | None = None
+    memory_limit: Quantity | None = None
 
-    def to_manifest(self) -> dict[str, dict[str, str]]:
+    def over(self, defaults: ComputeResources) -> ComputeResources:
+        """These values, each missing one taken from `defaults`."""
+        return ComputeResources(**{name: getattr(self, name) or getattr(defaults, name)
+                                   for name in ComputeResources.model_fields})
+
+    def to_manifest(self) -> dict[str, dict[str, str | None]]:
         return {
             "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
             "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
         }
 
     def problems(self) -> list[tuple[tuple[str, ...], str, str]]:
-        """Limits below requests: valid quantities each, but the API server refuses the pod."""
+        """Limits below requests: valid quantities each, but the API server refuses the pod.
+        Called on resolved resources (every field set)."""
         out: list[tuple[tuple[str, ...], str, str]] = []
         for what in ("cpu", "memory"):
             request, limit = getattr(self, f"{what}_request"), getattr(self, f"{what}_limit")
             # The same scale for both (any unit), so the comparison holds for CPU too.
-            if quantity_to_mib(limit) < quantity_to_mib(request):
+            if request and limit and quantity_to_mib(limit) < quantity_to_mib(request):
                 out.append(((f"{what}_limit",), f"is {limit}, below {what}_request ({request}); Kubernetes refuses "
                             "a container whose limit is below its request",
                             f"raise {what}_limit to at least {request}, or lower {what}_request"))
@@ -122,6 +140,21 @@ class ComputeResources(StrictModel):
 
 
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _label_value(value: str) -> str:
+    if not _LABEL_VALUE.match(value):
+        raise invalid(f"{value!r} is not a Kubernetes label value",
+                      "use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit")
+    return value
+
+
+def _priority_class(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise invalid(f"{value!r} is not a PriorityClass name",
+                      "use lowercase letters, digits, '-' and '.', like 'high-priority'")
+    return value
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -156,6 +189,25 @@ class Toleration(StrictModel):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: StrictInt | None = None
 
+    @model_validator(mode="after")
+    def _as_kubernetes_checks(self) -> Toleration:
+        # The API server's own rules for a toleration, caught before anything is applied.
+        if self.operator == "Exists" and self.value:
+            raise invalid("a toleration with `operator: Exists` may not have a `value`",
+                          "remove `value`, or use `operator: Equal`")
+        if not self.key and self.operator != "Exists":
+            raise invalid("a toleration without a `key` must have `operator: Exists` (it then tolerates every taint)",
+                          "add the taint's `key`, or set `operator: Exists`")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise invalid("`toleration_seconds` applies only to `effect: NoExecute`",
+                          "set `effect: NoExecute`, or remove `toleration_seconds`")
+        if self.key:
+            _label_key(self.key)
+        if self.value and not _LABEL_VALUE.match(self.value):
+            raise invalid(f"{self.value!r} is not a valid toleration value",
+                          "use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit")
+        return self
+
     def to_manifest(self) -> dict[str, Any]:
         fields = {"key": self.key, "operator": self.operator, "value": self.value, "effect": self.effect,
                   "tolerationSeconds": self.toleration_seconds}
@@ -176,11 +228,11 @@ def _affinity(value: dict[str, Any]) -> dict[str, Any]:
 class Scheduling(StrictModel):
     """Where a component's pods may run; passed through to the pod spec."""
 
-    node_selector: dict[LabelKey, StrictStr] = Field(default_factory=dict)
+    node_selector: dict[LabelKey, Annotated[StrictStr, AfterValidator(_label_value)]] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     # Kubernetes' own affinity object, camelCase, as it appears in a pod spec.
     affinity: Annotated[dict[str, Any], AfterValidator(_affinity)] | None = None
-    priority_class_name: StrictStr | None = None
+    priority_class_name: Annotated[StrictStr, AfterValidator(_priority_class)] | None = None
 
     def pod_spec_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {}

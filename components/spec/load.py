@@ -13,7 +13,7 @@ from .common import ComputeResources, Toleration
 from .names import kubernetes_name
 from .problems import Path, Problem, SpecError
 from .stack import StackSpec
-from .task_server import SUPPORTED_TASK_SERVER_TYPES, Autoscaling, TaskServerSpec
+from .task_server import SUPPORTED_TASK_SERVER_TYPES, Autoscaling, Results, TaskServerSpec
 from .yaml_source import YamlDocument, YamlSourceError, parse_yaml, read_yaml
 
 SECTIONS: dict[str, type[BaseModel]] = {"broker": BrokerSpec, "task_server": TaskServerSpec}
@@ -21,8 +21,11 @@ SUPPORTED_TYPES = {"broker": SUPPORTED_BROKER_TYPES, "task_server": SUPPORTED_TA
 # Models reachable under a field name, to suggest the right key for a typo anywhere.
 NESTED_MODELS: dict[str, type[BaseModel]] = {
     "storage": BrokerStorage, "resources": ComputeResources, "metrics": BrokerMetrics,
-    "autoscaling": Autoscaling, "tolerations": Toleration,
+    "autoscaling": Autoscaling, "tolerations": Toleration, "results": Results,
 }
+QUANTITY_FIELDS = {"cpu_request", "memory_request", "cpu_limit", "memory_limit", "size"}
+# Names pydantic puts in an error's location besides the user's keys: model and type names.
+_MODEL_NAMES = {model.__name__ for model in [*SECTIONS.values(), *NESTED_MODELS.values()]}
 EXAMPLES = {
     "type": {"broker": "redis", "task_server": "celery"},
     "name": {"broker": "redis", "task_server": "task_server"},
@@ -129,7 +132,7 @@ def _entries(section: str, value: Any, add: Any) -> list[tuple[Path, Any]]:
 def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
     # Drop pydantic's type-name and `[key]` segments: the path is the one the user wrote.
     loc = tuple(part for part in error["loc"]
-                if not (isinstance(part, str) and (part[:1].isupper() or part == "[key]")))
+                if not (isinstance(part, str) and (part in _MODEL_NAMES or "[" in part)))
     path: Path = base + loc
     field = str(loc[-1]) if loc else section
     kind = error["type"]
@@ -160,13 +163,19 @@ def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
                  "less_than_equal": "at most", "less_than": "less than"}[kind]
         limit = next(iter(ctx.values()))
         add(path, f"must be {bound} {limit}, got {got!r}", f"use a value {bound} {limit}")
+    elif kind == "string_type" and field in QUANTITY_FIELDS:
+        add(path, f"must be a quantity, got {_describe(got)}",
+            "write it like 0.5 or '500m' for CPU, '256Mi' or '8Gi' for memory and storage")
     elif kind == "string_type":
+        text_example = EXAMPLES.get(field, {}).get(section)
         add(path, f"must be text, got {_describe(got)}",
-            "quote the value, e.g. 'no' or '1.0' (YAML reads yes/no/on/off as booleans and bare digits as numbers)")
+            f"write it as text in quotes, like {text_example!r}" if text_example else
+            "put it in quotes (YAML reads yes/no/on/off as booleans and bare digits as numbers)")
     elif kind == "bool_type":
         add(path, f"must be true or false, got {_describe(got)}", "write true or false, without quotes")
     elif kind in ("list_type", "too_short"):
-        add(path, f"must be a non-empty list, got {_describe(got)}", "write a list, like [celery]")
+        example = "[celery]" if field == "queues" else "[gru-agents]" if field == "client_namespaces" else "[...]"
+        add(path, f"must be a non-empty list, got {_describe(got)}", f"write a list, like {example}")
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         add(path, f"must be a mapping, got {_describe(got)}", "indent its fields under it")
     else:
@@ -235,6 +244,9 @@ def _check_broker_references(brokers: list[tuple[Path, BrokerSpec]],
 
 
 def _did_you_mean(word: str, candidates: list[str], otherwise: str) -> str:
+    same_but_case = [c for c in candidates if c.lower() == word.lower()]
+    if same_but_case:
+        return f"keys are lowercase: write {same_but_case[0]!r}"
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else otherwise
 
@@ -249,7 +261,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f"{value!r} (text)"
     if isinstance(value, list):
-        return "a list"
+        return "an empty list" if not value else "a list"
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from .broker import BrokerSpec
 from .task_server import TaskServerSpec
 
+# What a Deployment rollout may take beyond its pods' grace period (pulumi-kubernetes waits
+# this long by default, and Kubernetes' progress deadline is the same).
+ROLLOUT_ALLOWANCE_SECONDS = 600
+
 
 @dataclass(frozen=True)
 class StackSpec:
@@ -29,3 +33,9 @@ class StackSpec:
         with a shorter timeout would hand another fleet's running tasks out again.
         """
         return max((t.visibility_timeout_seconds for t in self.task_servers_of(broker)), default=0)
+
+    def password_drop_after_of(self, broker: BrokerSpec) -> int:
+        """How long a rotated-out password stays valid: the longest rollout of the broker's task
+        servers (rollout allowance plus grace period), so every worker that still holds it has
+        been replaced first. Agents must restart onto the new password within this time."""
+        return ROLLOUT_ALLOWANCE_SECONDS + max((t.termination_grace_seconds for t in self.task_servers_of(broker)), default=0)

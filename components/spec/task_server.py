@@ -11,8 +11,10 @@ from .common import MAX_REPLICAS, ComponentName, ComputeResources, Image, Namesp
 from .problems import CrossFieldProblem
 
 SUPPORTED_TASK_SERVER_TYPES = ("celery",)
-# The project's own worker image, built from worker/ (see the README to build and push it).
-DEFAULT_WORKER_IMAGE = "gru-worker:0.1.0"
+# The project's own worker image, built from worker/ and published, for amd64 and arm64, by
+# .github/workflows/release.yml on a `worker-v<version>` tag (it refuses to publish anywhere
+# but here, so this name and the published image cannot drift apart).
+DEFAULT_WORKER_IMAGE = "ghcr.io/canso-ai/gru-worker:0.1.0"
 DEFAULT_WORKER_APP = "gru_worker.app"
 
 _QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")
@@ -115,7 +117,7 @@ class TaskServerSpec(Scheduling):
                              f"({self.termination_grace_seconds}s), so scale-down could kill busy workers",
                              f"set it above {self.termination_grace_seconds}, or remove it for the default"))
         if self.resources is not None:
-            problems += [(("resources", *path), message, fix) for path, message, fix in self.resources.problems()]
+            problems += [(("resources", *path), message, fix) for path, message, fix in self.compute_resources.problems()]
         return problems
 
     @property
@@ -143,18 +145,17 @@ class TaskServerSpec(Scheduling):
         quarters of its share of the container's memory limit (before the OOM killer acts)."""
         if self.max_memory_per_child_mb is not None:
             return self.max_memory_per_child_mb
-        share = (quantity_to_mib(self.compute_resources.memory_limit) - WORKER_BASE_MEMORY_MIB) / self.concurrency_per_replica
+        share = (quantity_to_mib(str(self.compute_resources.memory_limit)) - WORKER_BASE_MEMORY_MIB) / self.concurrency_per_replica
         return max(16, int(share * 3 / 4))
 
     @property
     def compute_resources(self) -> ComputeResources:
         """Explicit resources, or ones that follow concurrency: one Celery process per slot."""
-        if self.resources is not None:
-            return self.resources
         c = self.concurrency_per_replica
-        return ComputeResources(
+        defaults = ComputeResources(
             cpu_request=f"{250 * c}m",
             memory_request=f"{256 * c + WORKER_BASE_MEMORY_MIB}Mi",
             cpu_limit=f"{1000 * c}m",
             memory_limit=f"{512 * c + WORKER_BASE_MEMORY_MIB}Mi",
         )
+        return self.resources.over(defaults) if self.resources is not None else defaults

@@ -7,11 +7,12 @@ import pulumi
 from .. import kubernetes_objects
 from ..broker import Broker
 from ..spec import TaskServerSpec
+from ..spec.stack import ROLLOUT_ALLOWANCE_SECONDS
 from . import manifests
 
 TYPE_TOKEN = "gru:index:TaskServer"
 # What pulumi-kubernetes waits for a Deployment by default (create, update and delete alike).
-PROVIDER_DEFAULT_WAIT_SECONDS = 600
+PROVIDER_DEFAULT_WAIT_SECONDS = ROLLOUT_ALLOWANCE_SECONDS
 
 
 def engine_timeouts(spec: TaskServerSpec) -> pulumi.CustomTimeouts:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pulumi
 
-from ..broker.manifests import PASSWORD_KEY, URL_KEY
+from ..broker.manifests import KEDA_PASSWORD_KEY, KEDA_USERNAME_KEY, WORKER_URL_KEY
 from ..broker.redis_config import REDIS_PORT
 from ..labels import CREDENTIALS_HASH_ANNOTATION, common_labels, selector_labels
 from ..pod_security import (
@@ -161,7 +161,7 @@ def deployment(
                             "command": WAIT_FOR_BROKER,
                             "env": [
                                 {"name": "BROKER_WAIT_SECONDS", "value": str(spec.broker_wait_seconds)},
-                                _secret_env(BROKER_URL_ENV, broker_secret, URL_KEY),
+                                _secret_env(BROKER_URL_ENV, broker_secret, WORKER_URL_KEY),
                             ],
                             "resources": {
                                 # A Python start-up and redis-py: about 25 MiB resident.
@@ -180,8 +180,8 @@ def deployment(
                             "args": worker_args(spec),
                             "env": [
                                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                                _secret_env(BROKER_URL_ENV, broker_secret, URL_KEY),
-                                *([_secret_env(RESULT_BACKEND_ENV, broker_secret, URL_KEY)] if spec.results.enabled else []),
+                                _secret_env(BROKER_URL_ENV, broker_secret, WORKER_URL_KEY),
+                                *([_secret_env(RESULT_BACKEND_ENV, broker_secret, WORKER_URL_KEY)] if spec.results.enabled else []),
                                 *({"name": k, "value": v} for k, v in app_settings_env(spec, visibility_timeout_seconds).items()),
                             ],
                             # Liveness: the worker's own timer keeps a file fresh. Costs one
@@ -210,12 +210,15 @@ def deployment(
 
 
 def trigger_authentication(names: TaskServerNames, broker_secret: pulumi.Input[str]) -> Manifest:
-    """KEDA reads the broker password from its Secret; no password in any KEDA object."""
+    """KEDA reads its own broker user and password from the Secret; no password in any KEDA object."""
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
         "metadata": _metadata(names, names.trigger_authentication),
-        "spec": {"secretTargetRef": [{"parameter": "password", "name": broker_secret, "key": PASSWORD_KEY}]},
+        "spec": {"secretTargetRef": [
+            {"parameter": "username", "name": broker_secret, "key": KEDA_USERNAME_KEY},
+            {"parameter": "password", "name": broker_secret, "key": KEDA_PASSWORD_KEY},
+        ]},
     }
 
 

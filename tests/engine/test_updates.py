@@ -8,8 +8,8 @@ expected one. The edits that matter most are then applied for real."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
-from pathlib import Path
 
 import pytest
 
@@ -39,6 +39,7 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment::task-server"
 STATEFULSET = "kubernetes:apps/v1:StatefulSet::redis"
 SECRET = "kubernetes:core/v1:Secret::redis-credentials"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap::redis-config"
+PASSWORD = "pulumi-python:dynamic/gru:GeneratedPassword"
 EXPORTER = "kubernetes:apps/v1:Deployment::redis-metrics"
 
 # Each edit of BASE and the steps the engine must plan: resource -> op. Nothing else may change.
@@ -50,8 +51,9 @@ EDITS = {
                {DEPLOYMENT: "update", EXPORTER: "update"}),
     "worker image": (("broker_resource_name: redis", "broker_resource_name: redis\n  image: gru-worker:0.2.0"),
                      {DEPLOYMENT: "update"}),
+    # The Secret's drop-after-seconds follows the longest rollout (a file update, no restart).
     "max_task_seconds": (("broker_resource_name: redis", "broker_resource_name: redis\n  max_task_seconds: 1200"),
-                         {DEPLOYMENT: "update"}),
+                         {DEPLOYMENT: "update", SECRET: "update"}),
     "max_memory_mb": (("max_memory_mb: 256", "max_memory_mb: 512"), {CONFIG_MAP: "update", STATEFULSET: "update"}),
     "redis image": (("max_memory_mb: 256", "max_memory_mb: 256\n  image: redis:7.4.2-alpine"),
                     {STATEFULSET: "update"}),
@@ -97,30 +99,64 @@ def test_storage_size_grows_the_volume_without_replacing_redis(deployed: tuple[P
     assert claim is not None and claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
 
 
-def _secret_password(project: Project, ns: str) -> str:
+def _secret(project: Project, ns: str) -> dict[str, str]:
     secret = project.kube.get("Secret", "redis-credentials", ns)
     assert secret is not None
-    return base64.b64decode(secret["data"]["redis-password"]).decode()
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
 
 
-def test_password_rotation_updates_the_secret_in_place(deployed: tuple[Project, str, str], tmp_path: Path) -> None:
+def _accepted_hashes(users_file: str, user: str) -> list[str]:
+    (line,) = [line for line in users_file.splitlines() if line.startswith(f"user {user} ")]
+    return [token[1:] for token in line.split() if token.startswith("#")]
+
+
+def test_agent_password_change_updates_the_secret_and_restarts_nothing(deployed: tuple[Project, str, str]) -> None:
     project, stack, ns = deployed
     kube = project.kube
-    generated = _secret_password(project, ns)
+    generated = _secret(project, ns)["redis-password"]
     secret_uid = kube.get("Secret", "redis-credentials", ns)["metadata"]["uid"]  # type: ignore[index]
     # A second up keeps the generated password.
     project.up(stack)
-    assert _secret_password(project, ns) == generated
+    assert _secret(project, ns)["redis-password"] == generated
 
     rotated = "rotated-" + generated[::-1]
     project.pulumi("config", "set", "--secret", "redis-password", rotated, stack=stack)
     planned = changed_steps(project.preview_steps(stack))
-    assert planned.get(SECRET) == "update" and planned.get(STATEFULSET) == "update" and planned.get(DEPLOYMENT) == "update"
-    assert "replace" not in planned.values(), planned
+    # Redis's ACL sync applies the new users file; workers log in as their own user.
+    assert planned == {SECRET: "update"}, planned
     project.up(stack)
-    assert _secret_password(project, ns) == rotated
+    assert _secret(project, ns)["redis-password"] == rotated
     assert kube.get("Secret", "redis-credentials", ns)["metadata"]["uid"] == secret_uid  # type: ignore[index]
     assert rotated not in project.state_text() and all(rotated not in log for log in project.logs)
+    project.pulumi("config", "rm", "redis-password", stack=stack)
+
+
+def test_password_rotation_moves_clients_to_the_staged_password(deployed: tuple[Project, str, str]) -> None:
+    project, stack, ns = deployed
+    kube = project.kube
+    before = _secret(project, ns)
+    redis_generation = kube.get("StatefulSet", "redis", ns)["metadata"]["generation"]  # type: ignore[index]
+    staged = {user: _accepted_hashes(before["users.acl"], user)[1] for user in ("default", "worker", "exporter", "keda")}
+
+    project.write_stack(stack, edit(ns, "max_memory_mb: 256", "max_memory_mb: 256\n  password_rotation: '2026-11'"))
+    planned = changed_steps(project.preview_steps(stack))
+    passwords = {f"{PASSWORD}::redis-{user}-password": "update" for user in ("worker", "exporter", "keda")}
+    # Passwords update in place (never replaced), the Secret changes, and the workers and the
+    # exporter roll onto their new passwords; Redis itself is not restarted.
+    assert planned == {**passwords, f"{PASSWORD}::redis-password": "update", SECRET: "update",
+                       DEPLOYMENT: "update", EXPORTER: "update"}, planned
+    project.up(stack)
+    after = _secret(project, ns)
+    # Every client moved to the password Redis already accepted before the rotation.
+    worker_password = after["worker-url"].split("//worker:", 1)[1].split("@", 1)[0]
+    assert hashlib.sha256(worker_password.encode()).hexdigest() == staged["worker"]
+    for user, key in (("default", "redis-password"), ("exporter", "exporter-password"), ("keda", "keda-password")):
+        assert hashlib.sha256(after[key].encode()).hexdigest() == staged[user], user
+        assert _accepted_hashes(after["users.acl"], user)[0] == staged[user]
+    assert kube.get("StatefulSet", "redis", ns)["metadata"]["generation"] == redis_generation  # type: ignore[index]
+    state = project.state_text()
+    assert all(after[key] not in state for key in ("redis-password", "exporter-password", "keda-password"))
+    assert worker_password not in state
 
 
 def test_removing_a_task_server_waits_for_its_pods_grace_period(deployed: tuple[Project, str, str]) -> None:
