@@ -1,6 +1,14 @@
 """Program evaluation time and peak memory for stacks of 1, 10, 100 and 1000 task servers,
-next to the floor: as many bare Kubernetes resources, registered under the same mock engine
-with no program logic. Each measurement runs in a fresh process.
+next to two floors, under the same mock engine:
+
+- bare floor: as many one-key ConfigMaps, the cheapest resource the SDK registers;
+- manifest floor: the very manifests the program renders, registered as plain resources with
+  no components, parents or dependencies. program / manifest floor is what the project's
+  structure (components, ordering, outputs) costs; the rest is the SDK's per-resource work on
+  objects of that size.
+
+It also times the whole `gru render` path (evaluation, creation order and the YAML writer).
+Each measurement runs in a fresh process.
 
     venv/bin/python benchmarks/evaluate.py [--sizes 1,10,100,1000] [--repeat 3]
 
@@ -68,6 +76,54 @@ def measure_floor(count: int) -> dict[str, float]:
     return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024}
 
 
+def measure_manifest_floor(task_servers: int) -> dict[str, float]:
+    """In this (fresh) process: the program's own manifests, registered flat and unconnected."""
+    import pulumi
+
+    from components import kubernetes_objects
+    from gru.mock_engine import evaluate
+    from gru.render import _plain
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stacks = Path(tmp)
+        (stacks / "bench.yaml").write_text(stack_yaml(task_servers))
+        from components.program import run
+        manifests = [_plain(r.inputs) for r in evaluate(lambda: run(stacks), stack="bench").kubernetes_objects]
+
+    def program() -> None:
+        for index, manifest in enumerate(manifests):
+            # Distinct resource names: objects of different kinds share Kubernetes names.
+            named = {**manifest, "metadata": {**manifest["metadata"], "name": f"{manifest['metadata']['name']}-{index}"}}
+            kubernetes_objects.create(named, pulumi.ResourceOptions())
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    evaluate(program, stack="bench")
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024}
+
+
+def measure_render(task_servers: int) -> dict[str, float]:
+    """In this (fresh) process: `gru render` end to end, files written."""
+    from gru.render import render_stack, write_manifests
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stacks = Path(tmp) / "stacks"
+        stacks.mkdir()
+        (stacks / "bench.yaml").write_text(stack_yaml(task_servers))
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        write_manifests(render_stack("bench", stacks), Path(tmp) / "out")
+        seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024}
+
+
+MEASURES = {"program": measure_program, "floor": measure_floor, "manifest-floor": measure_manifest_floor,
+            "render": measure_render}
+
+
 def in_fresh_process(kind: str, size: int) -> dict[str, float]:
     result = subprocess.run([sys.executable, __file__, "--child", kind, str(size)], capture_output=True, text=True,
                             cwd=ROOT, check=True)
@@ -83,22 +139,28 @@ def main() -> None:
     if args.child:
         kind, size = args.child[0], int(args.child[1])
         sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
-        print(json.dumps(measure_program(size) if kind == "program" else measure_floor(size)))
+        print(json.dumps(MEASURES[kind](size)))
         return
 
     print(f"# machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}, "
           f"{__import__('os').cpu_count()} cores")
     print(f"{'task servers':>12} {'k8s objects':>11} {'program s':>10} {'floor s':>8} {'ratio':>6} "
-          f"{'ms/server':>9} {'program MiB':>11} {'floor MiB':>9}")
+          f"{'manifest floor s':>16} {'ratio':>6} {'render s':>9} {'ms/server':>9} {'program MiB':>11} "
+          f"{'floor MiB':>9} {'render MiB':>10}")
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         program = min((in_fresh_process("program", size) for _ in range(args.repeat)), key=lambda r: r["seconds"])
         count = int(program["kubernetes_objects"])
         floor = min((in_fresh_process("floor", count) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+        flat = min((in_fresh_process("manifest-floor", size) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+        render = min((in_fresh_process("render", size) for _ in range(args.repeat)), key=lambda r: r["seconds"])
         ratio = program["seconds"] / floor["seconds"]
-        rows.append((size, program, floor, ratio))
+        structure = program["seconds"] / flat["seconds"]
+        rows.append((size, program, floor, structure))
         print(f"{size:>12} {count:>11} {program['seconds']:>10.3f} {floor['seconds']:>8.3f} {ratio:>6.2f} "
-              f"{1000 * program['seconds'] / size:>9.2f} {program['growth_mib']:>11.1f} {floor['growth_mib']:>9.1f}")
+              f"{flat['seconds']:>16.3f} {structure:>6.2f} {render['seconds']:>9.3f} "
+              f"{1000 * program['seconds'] / size:>9.2f} {program['growth_mib']:>11.1f} {floor['growth_mib']:>9.1f} "
+              f"{render['growth_mib']:>10.1f}")
 
     if len(rows) >= 2:
         (s0, p0, _, _), (s1, p1, _, _) = rows[-2], rows[-1]
@@ -106,8 +168,8 @@ def main() -> None:
         verdict = "linear" if growth < 1.5 else "SUPERLINEAR"
         print(f"growth from {s0} to {s1} task servers: time x{p1['seconds'] / p0['seconds']:.1f} for size x{s1 / s0:.0f} "
               f"-> {verdict} (per-size factor {growth:.2f}, 1.0 is linear)")
-    size, _, _, ratio = rows[-1]
-    print(f"KEY: program / floor at {size} task servers = {ratio:.2f}x")
+    size, _, _, structure = rows[-1]
+    print(f"KEY: program / manifest floor (the cost of the project's structure) at {size} task servers = {structure:.2f}x")
 
 
 if __name__ == "__main__":

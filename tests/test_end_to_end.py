@@ -527,3 +527,28 @@ def test_a_password_rotation_moves_every_client_with_no_failed_login_and_no_lost
         assert redis.Redis(host="127.0.0.1", port=stack.broker_port(), username=user, password=later[user]).ping()
     # The counter read above does count refused logins: those just made (redis-py retries each).
     assert exporter.info("errorstats")["errorstat_WRONGPASS"]["count"] >= 2
+
+
+def test_a_worker_rides_out_a_broker_that_stops_answering(make_stack: MakeStack) -> None:
+    # A frozen node: TCP stays open and nothing answers. The worker must neither hang for good
+    # nor be killed by its own liveness probe, and the task it was running must not be lost.
+    stack = make_stack()
+    worker, app, token, running = one_worker_running_a_task(stack, 4.0)
+    broker = stack._brokers["redis"].process
+    assert broker is not None
+    alive = stack.health_file(SERVER, 0, "alive")
+    broker.signal(signal.SIGSTOP)
+    try:
+        for _ in range(25):
+            time.sleep(1)
+            assert worker.running()
+            # What the kubelet's liveness probe would see, every second of the freeze.
+            assert probe_check("alive", 60, alive.parent)[0], "liveness would restart the worker"
+    finally:
+        broker.signal(signal.SIGCONT)
+    stack.wait_workers_ready(SERVER, [0], timeout=120)
+    # Its result could not be stored nor its message acknowledged while Redis was frozen: the
+    # task is delivered again once the visibility timeout passes, and its result arrives.
+    assert client(stack).AsyncResult(running.id).get(timeout=120) == token  # a fresh agent: the old one saw the freeze
+    assert client(stack).send_task("gru.ping").get(timeout=30) == "pong"
+    assert worker.running()

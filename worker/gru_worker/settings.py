@@ -90,6 +90,11 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         settings["result_backend"] = result_backend.backend_setting(backend) if redis_backend else backend
         settings.update({
             "task_track_started": True,
+            # A result that cannot be stored because the broker is away (restarting, frozen) is
+            # retried with back-off for a few minutes, instead of turning a task that ran into
+            # a FAILURE of TimeoutError.
+            "result_backend_always_retry": True,
+            "result_backend_max_retries": 20,
             "result_expires": int(env.get("GRU_RESULT_EXPIRES_SECONDS", "3600")),
             "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
             "redis_socket_connect_timeout": 5,

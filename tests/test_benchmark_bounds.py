@@ -1,0 +1,25 @@
+"""The bounds benchmarks/fleet.py measures efficiency against."""
+
+from __future__ import annotations
+
+import sys
+
+from .conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import fleet  # noqa: E402
+
+
+def test_bounds_of_the_default_workload() -> None:
+    work = fleet.durations(1000, 0.02, 2.0)
+    # 100 indivisible 2 s tasks on 32 slots need 4 rounds: 8.0 s, though the average load is 6.8 s.
+    assert fleet.optimum_makespan(work, 32) == (8.0, True)
+    assert round(sum(work) / 32, 2) == 6.81
+    assert round(fleet.fifo_makespan(work, 32), 2) == 8.36
+
+
+def test_fifo_takes_tasks_in_order_and_the_optimum_reorders() -> None:
+    # FIFO on 2 slots: [1, 1] first, then 3 on one slot: 4 s. The optimum puts 3 alone: 3 s.
+    assert fleet.fifo_makespan([1, 1, 3, 1], 2) == 4
+    assert fleet.optimum_makespan([1, 1, 3, 1], 2) == (3, True)
