@@ -2,9 +2,11 @@
 
 import pulumi
 
+from components import sdk_performance
 from components.program import PlaintextPasswordError, run
 from components.spec import SpecError
 
+sdk_performance.install()  # linear, lean registration of big stacks (see the module)
 try:
     run()
 except (SpecError, PlaintextPasswordError) as error:

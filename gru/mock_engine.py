@@ -19,6 +19,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components import sdk_performance
 from components.broker.password import TYPE_TOKEN as PASSWORD_TYPE
 from components.broker.password import new_password
 
@@ -129,6 +130,7 @@ def evaluate(
     settings.SETTINGS.rpc_manager.clear()
     settings.SETTINGS.outputs.clear()
     pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    sdk_performance.install()
     set_all_config(dict(config or {}), list(secret_keys or []))
     result = into if into is not None else Evaluation()
     result.registrations = monitor.registrations

@@ -1,0 +1,36 @@
+"""The two SDK fixes in components/sdk_performance.py keep the SDK's contracts."""
+
+from __future__ import annotations
+
+import pulumi._types as sdk_types
+import pulumi_kubernetes as k8s
+import pytest
+
+from components import sdk_performance
+from components.sdk_performance import OutstandingOutputs
+
+
+def test_outstanding_outputs_behave_like_the_deque_the_sdk_uses() -> None:
+    outputs = OutstandingOutputs()
+    for item in ("a", "b", "c"):
+        outputs.append(item)
+    outputs.remove("b")
+    assert len(outputs) == 2 and list(outputs) == ["a", "c"]
+    with pytest.raises(ValueError):
+        outputs.remove("b")  # the SDK catches ValueError for an item already gone
+    assert outputs.popleft() == "a"
+    outputs.append("a")  # the SDK puts a task that is not done yet back at the end
+    assert [outputs.popleft(), outputs.popleft()] == ["c", "a"]
+    with pytest.raises(IndexError):
+        outputs.popleft()
+
+
+def test_property_types_are_cached_per_class_and_equal_the_sdks() -> None:
+    sdk_performance.install()
+    cls = k8s.core.v1.PodSpecArgs
+    expected = sdk_performance._UNCACHED_TYPES(cls)
+    first = sdk_types._types_from_py_properties(cls)
+    assert first == expected and first
+    first.clear()  # a caller altering its copy does not alter the cache
+    assert sdk_types._types_from_py_properties(cls) == expected
+    assert sdk_performance._cached_types.cache_info().hits >= 1
