@@ -1,5 +1,9 @@
 """Two fixes to the Python SDK's per-resource costs, so big stacks register in linear time.
 
+Both apply to the SDK that requirements-dev.txt pins (3.184); later SDKs fixed the same two
+costs themselves (a set of outputs, a cached `_types_from_py_properties`), and `install` then
+leaves them alone.
+
 Both measured with cProfile under the mock engine at 300 task servers (`benchmarks/evaluate.py`
 has the figures); neither changes what is registered (the render tests compare every object).
 
@@ -18,6 +22,7 @@ It is cached per class (a copy is returned, so callers cannot alter the cache).
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Any
 
@@ -58,9 +63,10 @@ class OutstandingOutputs:
 
 
 def _install_outputs() -> None:
-    """Swap the SDK's deque for OutstandingOutputs, keeping anything already in it."""
+    """Swap the SDK's deque for OutstandingOutputs, keeping anything already in it. Newer SDKs
+    keep a set instead (constant time already, with another interface): left alone."""
     current = settings.SETTINGS.outputs
-    if isinstance(current, OutstandingOutputs):
+    if not isinstance(current, collections.deque):
         return
     replacement = OutstandingOutputs()
     for item in list(current):
@@ -81,6 +87,8 @@ def _types_from_py_properties(cls: type) -> dict[str, type]:
 
 
 def install() -> None:
-    """Both fixes; call before the program registers anything (idempotent)."""
+    """Both fixes, where the installed SDK still needs them; call before the program registers
+    anything (idempotent)."""
     _install_outputs()
-    sdk_types._types_from_py_properties = _types_from_py_properties
+    if not hasattr(sdk_types._types_from_py_properties, "cache_info"):  # newer SDKs cache it
+        sdk_types._types_from_py_properties = _types_from_py_properties

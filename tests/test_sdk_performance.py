@@ -25,6 +25,20 @@ def test_outstanding_outputs_behave_like_the_deque_the_sdk_uses() -> None:
         outputs.popleft()
 
 
+def test_install_leaves_an_sdk_that_needs_neither_fix_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
+    from pulumi.runtime import settings
+
+    already = set()  # what newer SDKs keep: it has `add`, not `append`
+    cached = functools.cache(lambda cls: {})
+    monkeypatch.setattr(settings.SETTINGS, "outputs", already)
+    monkeypatch.setattr(sdk_types, "_types_from_py_properties", cached)
+    sdk_performance.install()
+    assert settings.SETTINGS.outputs is already
+    assert sdk_types._types_from_py_properties is cached
+
+
 def test_property_types_are_cached_per_class_and_equal_the_sdks() -> None:
     sdk_performance.install()
     cls = k8s.core.v1.PodSpecArgs
