@@ -48,3 +48,15 @@ def test_property_types_are_cached_per_class_and_equal_the_sdks() -> None:
     first.clear()  # a caller altering its copy does not alter the cache
     assert sdk_types._types_from_py_properties(cls) == expected
     assert sdk_performance._cached_types.cache_info().hits >= 1
+
+
+def test_install_raises_the_first_gc_generation() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # Python's defaults
+        sdk_performance.install()
+        assert gc.get_threshold()[0] == sdk_performance.GC_FIRST_GENERATION
+    finally:
+        gc.set_threshold(*before)
