@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +40,16 @@ def stack_yaml(task_servers: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def timed(action: Callable[[], Any]) -> tuple[dict[str, float], Any]:
+    """Seconds and peak-RSS growth of `action()` in this process, and what it returned."""
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    result = action()
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024}, result
+
+
 def measure_program(task_servers: int) -> dict[str, float]:
     """In this (fresh) process: evaluate the real program for a stack of `task_servers`."""
     from components.program import run
@@ -46,14 +58,9 @@ def measure_program(task_servers: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         stacks = Path(tmp)
         (stacks / "bench.yaml").write_text(stack_yaml(task_servers))
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        started = time.perf_counter()
-        evaluation = evaluate(lambda: run(stacks), stack="bench")
-        seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kubernetes = len(evaluation.kubernetes_objects)
-    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024,
-            "registrations": len(evaluation.registrations), "kubernetes_objects": kubernetes}
+        figures, evaluation = timed(lambda: evaluate(lambda: run(stacks), stack="bench"))
+    return {**figures, "registrations": len(evaluation.registrations),
+            "kubernetes_objects": len(evaluation.kubernetes_objects)}
 
 
 def measure_floor(count: int) -> dict[str, float]:
@@ -68,12 +75,7 @@ def measure_floor(count: int) -> dict[str, float]:
         for i in range(count):
             config_map(f"cm-{i}", metadata={"name": f"cm-{i}", "namespace": "gru"}, data={"k": "v"})
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    evaluate(program, stack="bench")
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024}
+    return timed(lambda: evaluate(program, stack="bench"))[0]
 
 
 def measure_manifest_floor(task_servers: int) -> dict[str, float]:
@@ -81,13 +83,13 @@ def measure_manifest_floor(task_servers: int) -> dict[str, float]:
     import pulumi
 
     from components import kubernetes_objects
+    from components.program import run
     from gru.mock_engine import evaluate
     from gru.render import _plain
 
     with tempfile.TemporaryDirectory() as tmp:
         stacks = Path(tmp)
         (stacks / "bench.yaml").write_text(stack_yaml(task_servers))
-        from components.program import run
         manifests = [_plain(r.inputs) for r in evaluate(lambda: run(stacks), stack="bench").kubernetes_objects]
 
     def program() -> None:
@@ -96,12 +98,7 @@ def measure_manifest_floor(task_servers: int) -> dict[str, float]:
             named = {**manifest, "metadata": {**manifest["metadata"], "name": f"{manifest['metadata']['name']}-{index}"}}
             kubernetes_objects.create(named, pulumi.ResourceOptions())
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    evaluate(program, stack="bench")
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024}
+    return timed(lambda: evaluate(program, stack="bench"))[0]
 
 
 def measure_render(task_servers: int) -> dict[str, float]:
@@ -112,12 +109,7 @@ def measure_render(task_servers: int) -> dict[str, float]:
         stacks = Path(tmp) / "stacks"
         stacks.mkdir()
         (stacks / "bench.yaml").write_text(stack_yaml(task_servers))
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        started = time.perf_counter()
-        write_manifests(render_stack("bench", stacks), Path(tmp) / "out")
-        seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - baseline) / 1024}
+        return timed(lambda: write_manifests(render_stack("bench", stacks), Path(tmp) / "out"))[0]
 
 
 MEASURES = {"program": measure_program, "floor": measure_floor, "manifest-floor": measure_manifest_floor,
