@@ -1,16 +1,14 @@
 """Three fixes to the Python SDK's per-resource costs, so big stacks register in linear time.
 
-The first two apply to the SDK that requirements-dev.txt pins (3.184); later SDKs fixed those
-costs themselves (a set of outputs, a cached `_types_from_py_properties`), and `install` then
-leaves them alone.
-
 The first two were found with cProfile under the mock engine at 300 task servers
-(`benchmarks/evaluate.py` has the figures). None changes what is registered: the render tests
-compare every object.
+(`benchmarks/evaluate.py` has the figures) and apply to the SDK that requirements-dev.txt pins
+(3.184); later SDKs fixed those costs themselves (a set of outputs, a cached
+`_types_from_py_properties`), and `install` then leaves them alone. None changes what is
+registered: the render tests compare every object.
 
 1. Outstanding outputs. The Python SDK keeps every Output's future in `SETTINGS.outputs`, a
-deque, and removes each one when it resolves: `deque.remove` scans, so a program with n outputs in flight spends O(n^2)
-there. Measured under the mock engine: 8.5 s of 48 s at 300 task servers, and the larger
+deque, and removes each one when it resolves: `deque.remove` scans, so a program with n
+outputs in flight spends O(n^2) there. Measured under the mock engine: 8.5 s of 48 s at 300 task servers, and the larger
 part of the time beyond that (about 160 outputs per task server). The SDK uses only
 `append`, `remove`, `popleft`, `len` and `clear` on it; this container does each in O(1), in
 insertion order, with the same errors.
@@ -64,9 +62,6 @@ class OutstandingOutputs:
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def __iter__(self) -> Any:
-        return iter(list(self._items))
 
 
 def _install_outputs() -> None:

@@ -305,6 +305,14 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def _plain_cluster_name(cluster_name: str) -> str:
+    """`component setup` writes stacks/<cluster>.yaml: a plain stack name, no org or project."""
+    cluster = _short_stack_name(cluster_name)
+    if cluster != cluster_name:
+        raise GruError(f"cluster name {cluster_name!r} must be a plain stack name (no '/'), like 'prod-eu'")
+    return cluster
+
+
 def _plan_setup(cluster: str, config_file: Path | str, project_dir: Path | None) -> tuple[Path, Path, MergePlan]:
     """Steps 1 and 2 of `setup` without the engine: (stacks dir, stack file, validated merge)."""
     directory = stacks_dir_of(project_dir)
@@ -324,10 +332,7 @@ def _plan_setup(cluster: str, config_file: Path | str, project_dir: Path | None)
 def validate_setup(cluster_name: str, config_file: Path | str, project_dir: Path | None = None) -> None:
     """What `setup` checks before it needs the engine: the component file and the merged stack.
     Raises GruError (or SpecError) exactly as `setup` would; writes nothing."""
-    cluster = _short_stack_name(cluster_name)
-    if cluster != cluster_name:
-        raise GruError(f"cluster name {cluster_name!r} must be a plain stack name (no '/'), like 'prod-eu'")
-    _plan_setup(cluster, config_file, project_dir)
+    _plan_setup(_plain_cluster_name(cluster_name), config_file, project_dir)
 
 
 def setup(
@@ -358,9 +363,7 @@ def setup(
        The stack file stays written if the engine then fails or the change is declined:
        `python -m gru up --stack <cluster>` deploys it later, `git checkout` reverts it.
     """
-    cluster = _short_stack_name(cluster_name)
-    if cluster != cluster_name:
-        raise GruError(f"cluster name {cluster_name!r} must be a plain stack name (no '/'), like 'prod-eu'")
+    cluster = _plain_cluster_name(cluster_name)
     if not preview_only:
         _require_confirmation(yes, confirm, f"setup of cluster {cluster!r}")
     directory, path, plan = _plan_setup(cluster, config_file, project_dir)

@@ -59,19 +59,17 @@ class Broker(pulumi.ComponentResource):
         self.names = names = manifests.BrokerNames(spec)
         child = pulumi.ResourceOptions(parent=self)
 
-        # Generated once and kept in state, so updates never rotate them by accident; each
-        # with its successor staged, which Redis accepts before any client uses it.
-        def generated(user: redis_acl.AclUser, resource: str) -> GeneratedPassword:
-            return GeneratedPassword(resource, rotation=spec.password_rotation if user.rotates else "", opts=child)
-
         accepted: dict[str, pulumi.Output[list[str]]] = {}
         current: dict[str, pulumi.Output[str]] = {}
         for user in redis_acl.USERS:
             # The agents' password keeps the name it has had since the broker had one user.
             resource = f"{names.base}-password" if user is redis_acl.AGENT else f"{names.base}-{user.name}-password"
-            # Generated even when one is set in config, so that setting or unsetting one never
-            # creates or deletes a resource, and the generated one is there to fall back to.
-            generated_password = generated(user, resource)
+            # Generated once and kept in state, so updates never rotate it by accident; with its
+            # successor staged, which Redis accepts before any client uses it. Generated even
+            # when one is set in config, so that setting or unsetting one never creates or
+            # deletes a resource, and the generated one is there to fall back to.
+            generated_password = GeneratedPassword(
+                resource, rotation=spec.password_rotation if user.rotates else "", opts=child)
             if user is redis_acl.AGENT and password is not None:
                 # Set in stack config: the agents' password is the user's to rotate.
                 current[user.name] = pulumi.Output.secret(password)

@@ -45,9 +45,8 @@ class _PasswordProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         length = int(news["length"])
         rotated = olds.get("rotation", "") != news.get("rotation", "")
-        current = olds.get("next") if rotated and olds.get("next") else olds["result"]
-        if rotated and not olds.get("next"):
-            current = new_password(length)
+        # Rotated: the staged password (a fresh one for state from before staging); else kept.
+        current = (olds.get("next") or new_password(length)) if rotated else olds["result"]
         return UpdateResult(outs={"length": length, "rotation": news.get("rotation", ""),
                                   "result": current, "next": new_password(length)})
 

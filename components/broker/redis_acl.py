@@ -19,8 +19,6 @@ class AclUser:
     name: str
     # Redis ACL rules after the passwords: key and channel patterns, then commands.
     rules: str
-    # What the user is for, for the README and the file's comments.
-    purpose: str
     # Rotated by `password_rotation`; admin never leaves the Redis pod and is not.
     rotates: bool = True
 
@@ -32,25 +30,22 @@ AGENT = AclUser(
     "~* &* -@all +@connection -@dangerous +select +ping +lpush +rpush +llen +sadd +smembers +sismember +scard "
     "+get +mget +del +exists +expire +publish +subscribe +unsubscribe +psubscribe +punsubscribe "
     "+multi +exec +discard +watch +unwatch",
-    "agents: enqueue tasks, read and forget results, broadcast revokes",
 )
 # Celery workers: everything kombu and Celery use (lists, hashes, sorted sets, sets, the
 # binding-TTL script, pub/sub), nothing that can destroy or reconfigure the server.
-WORKER = AclUser("worker", "~* &* +@all -@dangerous -@admin", "task-server workers")
+WORKER = AclUser("worker", "~* &* +@all -@dangerous -@admin")
 # redis_exporter: server figures and the lengths of the keys it watches.
 EXPORTER = AclUser(
     "exporter",
     "~* &* -@all +@connection -@dangerous +select +ping +info +config|get +client|list +slowlog|get +slowlog|len "
     "+latency|latest +memory|usage +type +llen +scard +zcard +hlen +strlen +get +scan",
-    "the metrics exporter",
 )
 # KEDA's redis scaler reads list lengths.
-KEDA = AclUser("keda", "~* -@all +@connection -@dangerous +select +ping +llen", "KEDA's queue-length trigger")
+KEDA = AclUser("keda", "~* -@all +@connection -@dangerous +select +ping +llen")
 # The Redis pod's own probes and its ACL sync sidecar (never mounted anywhere else).
 ADMIN = AclUser(
     "admin",
     "-@all +@connection -@dangerous +ping +acl|setuser +acl|getuser +acl|list",
-    "the Redis pod's probes and ACL sync",
     rotates=False,
 )
 USERS: tuple[AclUser, ...] = (AGENT, WORKER, EXPORTER, KEDA, ADMIN)

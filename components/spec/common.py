@@ -150,12 +150,14 @@ def _label_value(value: str) -> str:
     return value
 
 
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
 def _priority_class(value: str) -> str:
     if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
         raise invalid(f"{value!r} is not a PriorityClass name",
                       "use lowercase letters, digits, '-' and '.', like 'high-priority'")
     return value
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def _label_key(value: str) -> str:
@@ -203,9 +205,8 @@ class Toleration(StrictModel):
                           "set `effect: NoExecute`, or remove `toleration_seconds`")
         if self.key:
             _label_key(self.key)
-        if self.value and not _LABEL_VALUE.match(self.value):
-            raise invalid(f"{self.value!r} is not a valid toleration value",
-                          "use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit")
+        if self.value:
+            _label_value(self.value)  # Kubernetes checks a toleration's value as a label value
         return self
 
     def to_manifest(self) -> dict[str, Any]:
