@@ -10,8 +10,12 @@ from pulumi.runtime.config import get_config, is_config_secret
 from . import kubernetes_objects
 from .broker import Broker
 from .namespace import namespace as namespace_manifest
-from .spec import StackSpec, load_stack_spec, stack_file
+from .rabbitmq_broker import RabbitMQBroker
+from .rabbitmq_broker.definitions import DeliveryLimit
+from .spec import AnyBrokerSpec, RabbitMQBrokerSpec, StackSpec, load_stack_spec, stack_file
 from .task_server import TaskServer
+
+AnyBroker = Broker | RabbitMQBroker
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"
@@ -22,7 +26,7 @@ def password_config_key(broker_name: str) -> str:
     return f"{broker_name}-password"
 
 
-def run(stacks_dir: Path = STACKS_DIR) -> dict[str, Broker | TaskServer]:
+def run(stacks_dir: Path = STACKS_DIR) -> dict[str, AnyBroker | TaskServer]:
     """The whole program: read and validate this stack's file, then register its components."""
     return deploy(load_current_stack(stacks_dir))
 
@@ -53,11 +57,11 @@ def _configured_password(config: pulumi.Config, broker_name: str) -> pulumi.Outp
     return config.require_secret(key)
 
 
-def deploy(spec: StackSpec) -> dict[str, Broker | TaskServer]:
+def deploy(spec: StackSpec) -> dict[str, AnyBroker | TaskServer]:
     """Register every component of `spec`; brokers first, each task server behind its broker."""
     config = pulumi.Config()
-    components: dict[str, Broker | TaskServer] = {}
-    brokers: dict[str, Broker] = {}
+    components: dict[str, AnyBroker | TaskServer] = {}
+    brokers: dict[str, AnyBroker] = {}
     # Every password is checked before anything is registered: nothing half-applied.
     passwords = {b.name: _configured_password(config, b.name) for b in spec.brokers}
     namespaces: dict[str, pulumi.Resource] = {}
@@ -68,14 +72,9 @@ def deploy(spec: StackSpec) -> dict[str, Broker | TaskServer]:
                 namespace_manifest(broker_spec.namespace), pulumi.ResourceOptions(retain_on_delete=True)
             )
     for broker_spec in spec.brokers:
-        password = passwords[broker_spec.name]
         owned = namespaces.get(broker_spec.namespace) if broker_spec.create_namespace else None
-        servers = spec.task_servers_of(broker_spec)
-        queues = [q for server in servers for q in server.queues]
-        autoscaled = any(server.autoscaling.enabled for server in servers)
-        broker = Broker(broker_spec, password=password, queues=queues, autoscaled=autoscaled,
-                        password_drop_after_seconds=spec.password_drop_after_of(broker_spec),
-                        opts=pulumi.ResourceOptions(depends_on=[owned] if owned else None))
+        broker = _broker(spec, broker_spec, passwords[broker_spec.name],
+                         pulumi.ResourceOptions(depends_on=[owned] if owned else None))
         brokers[broker_spec.name] = components[broker_spec.name] = broker
         pulumi.export(f"{broker_spec.name}_host", broker.host)
         pulumi.export(f"{broker_spec.name}_port", broker.port)
@@ -88,3 +87,17 @@ def deploy(spec: StackSpec) -> dict[str, Broker | TaskServer]:
         pulumi.export(f"{server_spec.name}_replicas", server.replicas)
         pulumi.export(f"{server_spec.name}_concurrency", server.concurrency)
     return components
+
+
+def _broker(spec: StackSpec, broker_spec: AnyBrokerSpec, password: pulumi.Output[str] | None,
+            opts: pulumi.ResourceOptions) -> AnyBroker:
+    """The component a broker's `type:` selects, told what its task servers need of it."""
+    servers = spec.task_servers_of(broker_spec)
+    autoscaled = any(server.autoscaling.enabled for server in servers)
+    if isinstance(broker_spec, RabbitMQBrokerSpec):
+        limits = [DeliveryLimit(s.name, tuple(s.queues), s.max_deliveries) for s in servers]
+        return RabbitMQBroker(broker_spec, password=password, delivery_limits=limits, autoscaled=autoscaled,
+                              consumer_timeout_seconds=spec.unacknowledged_limit_of(broker_spec), opts=opts)
+    return Broker(broker_spec, password=password, queues=[q for s in servers for q in s.queues],
+                  autoscaled=autoscaled, password_drop_after_seconds=spec.password_drop_after_of(broker_spec),
+                  opts=opts)

@@ -64,8 +64,8 @@ _KIND_ORDER = [
     "Service", "DaemonSet", "Pod", "Deployment", "HorizontalPodAutoscaler", "StatefulSet", "Job",
     "CronJob", "Ingress", "TriggerAuthentication", "ScaledObject", "ServiceMonitor",
 ]
-# Brokers before the task servers that depend on them.
-_COMPONENT_ORDER = ["gru:index:Broker", "gru:index:TaskServer"]
+# Brokers (of every type) before the task servers that depend on them.
+_COMPONENT_ORDER = [{"gru:index:Broker", "gru:index:RabbitMQBroker"}, {"gru:index:TaskServer"}]
 
 
 def creation_order(evaluation: Evaluation, file_order: list[str] | None = None) -> list[Registration]:
@@ -76,7 +76,7 @@ def creation_order(evaluation: Evaluation, file_order: list[str] | None = None) 
     components = [r for r in evaluation.registrations if not r.custom]
     position = {name: i for i, name in enumerate(file_order or [])}
     rank = {
-        c.urn: (_COMPONENT_ORDER.index(c.type) if c.type in _COMPONENT_ORDER else len(_COMPONENT_ORDER),
+        c.urn: (next((i for i, types in enumerate(_COMPONENT_ORDER) if c.type in types), len(_COMPONENT_ORDER)),
                 position.get(c.name, len(position)))
         for c in components
     }

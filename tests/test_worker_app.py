@@ -51,10 +51,15 @@ def test_an_amqp_broker_keeps_celerys_own_transport() -> None:
     settings = settings_from_env({"CELERY_BROKER_URL": "amqp://u:p@h:5672//"})
     assert "broker_transport" not in settings
     assert settings["worker_cancel_long_running_tasks_on_connection_loss"] is True
+    # Quorum queues with publisher confirms, and no Redis-only visibility timeout.
+    assert settings["task_default_queue_type"] == "quorum"
+    assert settings["worker_detect_quorum_queues"] is True
+    assert settings["broker_transport_options"] == {"confirm_publish": True}
 
 
 def test_flags_can_be_turned_off() -> None:
-    settings = settings_from_env({"GRU_ACKS_LATE": "false", "GRU_VISIBILITY_TIMEOUT": "16"})
+    settings = settings_from_env({"GRU_ACKS_LATE": "false", "GRU_VISIBILITY_TIMEOUT": "16",
+                                  "CELERY_BROKER_URL": "redis://:x@h:6379/0"})
     assert settings["task_acks_late"] is False
     assert settings["broker_transport_options"]["unacked_restore_interval"] == 2
     assert "result_backend" not in settings

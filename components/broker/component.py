@@ -123,3 +123,9 @@ class Broker(pulumi.ComponentResource):
         # Not the URL: the SDK logs a component's outputs at debug level with secrets unwrapped
         # (seen in the engine's event log), so only non-secret outputs are registered.
         self.register_outputs({"host": self.host, "port": self.port, "secret_name": self.secret_name})
+
+    def keda_trigger(self, queue: str, target: int) -> manifests.Manifest:
+        return manifests.keda_trigger(self.names, queue, target)
+
+    def keda_auth(self) -> list[manifests.Manifest]:
+        return manifests.keda_auth(self.secret_name)

@@ -452,3 +452,16 @@ def data_claim_size(spec: BrokerSpec, names: BrokerNames) -> Manifest:
         },
         "spec": {"resources": {"requests": {"storage": spec.storage.size}}},
     }
+
+
+def keda_trigger(names: BrokerNames, queue: str, target: int) -> Manifest:
+    """KEDA's redis trigger: the queue's list length, read with KEDA's own ACL user."""
+    return {"type": "redis",
+            "metadata": {"address": f"{names.host}:{REDIS_PORT}", "listName": queue, "listLength": str(target),
+                         "databaseIndex": "0"}}
+
+
+def keda_auth(secret: pulumi.Input[str]) -> list[Manifest]:
+    """KEDA reads its own broker user and password from the Secret; no password in any KEDA object."""
+    return [{"parameter": "username", "name": secret, "key": KEDA_USERNAME_KEY},
+            {"parameter": "password", "name": secret, "key": KEDA_PASSWORD_KEY}]

@@ -1,4 +1,4 @@
-"""The validated shape of a `broker:` entry."""
+"""The validated shape of a `type: redis` broker entry."""
 
 from __future__ import annotations
 
@@ -6,37 +6,14 @@ from typing import Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from .common import (
-    ComponentName,
-    ComputeResources,
-    DnsDomain,
-    Image,
-    LabelKey,
-    Namespace,
-    Quantity,
-    Scheduling,
-    StrictModel,
-    quantity_to_mib,
-)
-from .names import kubernetes_name
+from .broker_common import BrokerBase, BrokerStorage
+from .common import ComputeResources, Image, StrictModel, quantity_to_mib
 from .problems import CrossFieldProblem
 
-SUPPORTED_BROKER_TYPES = ("redis",)
 # Redis 7.2 is the last BSD-licensed line; pinned so every rollout runs the same server.
 # 7.2.11: fixes CVE-2025-21605 (7.2.8) and CVE-2025-49844 (7.2.11).
 DEFAULT_REDIS_IMAGE = "redis:7.2.11-alpine"
 DEFAULT_EXPORTER_IMAGE = "oliver006/redis_exporter:v1.62.0"
-DEFAULT_NAMESPACE = "gru"
-# Namespaces every cluster already has; a stack must not try to create or own them.
-SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-class BrokerStorage(StrictModel):
-    """Where Redis keeps its append-only file. Off means queued tasks die with the pod."""
-
-    enabled: StrictBool = True
-    size: Quantity = "8Gi"
-    storage_class: StrictStr | None = None
 
 
 class BrokerMetrics(StrictModel):
@@ -48,39 +25,21 @@ class BrokerMetrics(StrictModel):
     image: Image = DEFAULT_EXPORTER_IMAGE
 
 
-class BrokerSpec(Scheduling):
+class BrokerSpec(BrokerBase):
+    """A `type: redis` broker: one Redis server with its append-only file."""
+
     type: Literal["redis"]
-    name: ComponentName
-    namespace: Namespace = DEFAULT_NAMESPACE
-    create_namespace: StrictBool = True
     image: Image = DEFAULT_REDIS_IMAGE
     max_memory_mb: StrictInt = Field(default=512, ge=16, le=1_048_576)
     storage: BrokerStorage = BrokerStorage()
     resources: ComputeResources | None = None
-    # Pods labelled `<client_label>: "true"` may connect (the broker's task servers carry it).
-    client_label: LabelKey | None = None
-    client_namespaces: list[Namespace] = Field(default_factory=list)
     metrics: BrokerMetrics = BrokerMetrics()
-    # Where the autoscaler (KEDA's operator) runs; it reads queue lengths from Redis.
-    keda_namespace: Namespace = "keda"
-    cluster_domain: DnsDomain = "cluster.local"
     # Any text; a new value rotates every generated broker password (see the README).
     password_rotation: StrictStr = ""
 
-    @property
-    def client_label_key(self) -> str:
-        return self.client_label or f"gru.dev/client-of-{kubernetes_name(self.name)}"
-
     def cross_field_problems(self) -> list[CrossFieldProblem]:
         """Problems no single field shows: (path within this entry, message, fix)."""
-        problems: list[CrossFieldProblem] = []
-        if self.create_namespace and self.namespace in SYSTEM_NAMESPACES:
-            problems.append((("create_namespace",),
-                             f"namespace {self.namespace!r} always exists and must not be owned by a stack",
-                             "set `create_namespace: false`, or use a namespace of its own, like 'gru'"))
-        if kubernetes_name(self.name) == "kubernetes" and self.namespace == "default":
-            problems.append((("name",), "the Service 'kubernetes' in namespace 'default' is the API server's own",
-                             "give the broker another name, or another namespace"))
+        problems = self.common_problems()
         if self.metrics.service_monitor and not self.metrics.enabled:
             problems.append((("metrics", "service_monitor"), "a ServiceMonitor needs the metrics exporter",
                              "set `metrics: {enabled: true, service_monitor: true}`"))

@@ -8,10 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .broker import SUPPORTED_BROKER_TYPES, BrokerMetrics, BrokerSpec, BrokerStorage
+from .broker import BrokerMetrics, BrokerSpec
+from .broker_common import BrokerStorage
+from .brokers import BROKER_MODELS, SUPPORTED_BROKER_TYPES, AnyBrokerSpec
 from .common import ComputeResources, Toleration
 from .names import kubernetes_name
 from .problems import Path, Problem, SpecError
+from .rabbitmq_broker import RabbitMQMetrics
 from .stack import StackSpec
 from .task_server import SUPPORTED_TASK_SERVER_TYPES, Autoscaling, Results, TaskServerSpec
 from .yaml_source import YamlDocument, YamlSourceError, parse_yaml, read_yaml
@@ -25,7 +28,9 @@ NESTED_MODELS: dict[str, type[BaseModel]] = {
 }
 QUANTITY_FIELDS = {"cpu_request", "memory_request", "cpu_limit", "memory_limit", "size"}
 # Names pydantic puts in an error's location besides the user's keys: model and type names.
-_MODEL_NAMES = {model.__name__ for model in [*SECTIONS.values(), *NESTED_MODELS.values()]}
+_ALL_MODELS: list[type[BaseModel]] = [*SECTIONS.values(), *NESTED_MODELS.values(), *BROKER_MODELS.values(),
+                                      RabbitMQMetrics]
+_MODEL_NAMES = {model.__name__ for model in _ALL_MODELS}
 EXAMPLES = {
     "type": {"broker": "redis", "task_server": "celery"},
     "name": {"broker": "redis", "task_server": "task_server"},
@@ -84,17 +89,18 @@ def _validate(document: YamlDocument, display: str) -> StackSpec:
         if section not in data:
             continue
         for path, item in _entries(section, data[section], add):
+            entry_model = _model_of(section, item) or model
             try:
-                spec = model.model_validate(item)
+                spec = entry_model.model_validate(item)
             except ValidationError as exc:
                 for error in exc.errors(include_url=False):
-                    _add_pydantic_error(section, path, error, add)
+                    _add_pydantic_error(section, path, error, add, entry_model)
                 continue
             validated[section].append((path, spec))
             for suffix, message, fix in spec.cross_field_problems():  # type: ignore[attr-defined]
                 add(path + suffix, message, fix)
 
-    brokers: list[tuple[Path, BrokerSpec]] = validated["broker"]
+    brokers: list[tuple[Path, AnyBrokerSpec]] = validated["broker"]
     servers: list[tuple[Path, TaskServerSpec]] = validated["task_server"]
     _check_names(brokers, servers, add)
     _check_namespace_ownership(brokers, add)
@@ -129,7 +135,28 @@ def _entries(section: str, value: Any, add: Any) -> list[tuple[Path, Any]]:
     return []
 
 
-def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
+def _model_of(section: str, item: dict[str, Any]) -> type[BaseModel] | None:
+    """The model a broker's `type:` selects (None: let the default model report the type)."""
+    if section != "broker":
+        return None
+    kind = item.get("type")
+    return BROKER_MODELS.get(kind) if isinstance(kind, str) else None
+
+
+def _nested_model(model: type[BaseModel], field_name: str) -> type[BaseModel] | None:
+    """The model a field of `model` holds (itself, in a list, or optional), for did-you-mean."""
+    field = model.model_fields.get(field_name)
+    if field is None:
+        return NESTED_MODELS.get(field_name)
+    candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
+    for candidate in candidates:
+        for inner in [candidate, *getattr(candidate, "__args__", ())]:
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return NESTED_MODELS.get(field_name)
+
+
+def _add_pydantic_error(section: str, base: Path, error: Any, add: Any, model: type[BaseModel] | None = None) -> None:
     # Drop pydantic's type-name and `[key]` segments: the path is the one the user wrote.
     loc = tuple(part for part in error["loc"]
                 if not (isinstance(part, str) and (part in _MODEL_NAMES or "[" in part)))
@@ -141,8 +168,9 @@ def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
 
     if kind == "extra_forbidden":
         parent = next((p for p in reversed(loc[:-1]) if isinstance(p, str)), None)
-        model = NESTED_MODELS.get(parent, SECTIONS[section]) if parent else SECTIONS[section]
-        valid = list(model.model_fields)
+        entry = model or SECTIONS[section]
+        owner = (_nested_model(entry, parent) or entry) if parent else entry
+        valid = list(owner.model_fields)
         add(path, f"unknown field {field!r}",
             _did_you_mean(field, valid, "remove it; valid fields are " + ", ".join(valid)))
     elif kind == "missing":
@@ -182,14 +210,14 @@ def _add_pydantic_error(section: str, base: Path, error: Any, add: Any) -> None:
         add(path, error["msg"], "correct the value")
 
 
-def _check_names(brokers: list[tuple[Path, BrokerSpec]], servers: list[tuple[Path, TaskServerSpec]],
+def _check_names(brokers: list[tuple[Path, AnyBrokerSpec]], servers: list[tuple[Path, TaskServerSpec]],
                  add: Any) -> None:
     """Logical names are unique, and so are the Kubernetes names they become."""
     seen: dict[str, tuple[str, str]] = {}
-    components: list[tuple[Path, BrokerSpec | TaskServerSpec]] = [*brokers, *servers]
+    components: list[tuple[Path, AnyBrokerSpec | TaskServerSpec]] = [*brokers, *servers]
     for path, spec in components:
         k8s = kubernetes_name(spec.name)
-        kind = "broker" if isinstance(spec, BrokerSpec) else "task_server"
+        kind = "task_server" if isinstance(spec, TaskServerSpec) else "broker"
         if k8s in seen:
             other_kind, other = seen[k8s]
             if other == spec.name:
@@ -203,7 +231,7 @@ def _check_names(brokers: list[tuple[Path, BrokerSpec]], servers: list[tuple[Pat
             seen[k8s] = (kind, spec.name)
 
 
-def _check_namespace_ownership(brokers: list[tuple[Path, BrokerSpec]], add: Any) -> None:
+def _check_namespace_ownership(brokers: list[tuple[Path, AnyBrokerSpec]], add: Any) -> None:
     """Brokers sharing a namespace must agree on whether the stack creates it."""
     first: dict[str, tuple[str, bool]] = {}
     for path, broker in brokers:
@@ -217,7 +245,7 @@ def _check_namespace_ownership(brokers: list[tuple[Path, BrokerSpec]], add: Any)
                 f"set the same create_namespace on every broker in namespace {broker.namespace!r}")
 
 
-def _check_broker_references(brokers: list[tuple[Path, BrokerSpec]],
+def _check_broker_references(brokers: list[tuple[Path, AnyBrokerSpec]],
                              servers: list[tuple[Path, TaskServerSpec]], declared: set[Any],
                              add: Any) -> list[TaskServerSpec]:
     by_name = {b.name: b for _, b in brokers}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .broker import BrokerSpec
+from .brokers import AnyBrokerSpec
 from .task_server import TaskServerSpec
 
 # What a Deployment rollout may take beyond its pods' grace period (pulumi-kubernetes waits
@@ -19,13 +19,13 @@ class StackSpec:
     broker's namespace (they read its Secret)."""
 
     file: str
-    brokers: tuple[BrokerSpec, ...]
+    brokers: tuple[AnyBrokerSpec, ...]
     task_servers: tuple[TaskServerSpec, ...]
 
-    def task_servers_of(self, broker: BrokerSpec) -> tuple[TaskServerSpec, ...]:
+    def task_servers_of(self, broker: AnyBrokerSpec) -> tuple[TaskServerSpec, ...]:
         return tuple(t for t in self.task_servers if t.broker_resource_name == broker.name)
 
-    def visibility_timeout_of(self, broker: BrokerSpec) -> int:
+    def visibility_timeout_of(self, broker: AnyBrokerSpec) -> int:
         """The one Redis visibility timeout every task server of a broker uses: the longest any needs.
 
         kombu keeps one index of unacknowledged tasks per Redis database, and each worker
@@ -34,7 +34,13 @@ class StackSpec:
         """
         return max((t.visibility_timeout_seconds for t in self.task_servers_of(broker)), default=0)
 
-    def password_drop_after_of(self, broker: BrokerSpec) -> int:
+    def unacknowledged_limit_of(self, broker: AnyBrokerSpec) -> int:
+        """How long a task may stay delivered and unacknowledged on a RabbitMQ broker (its
+        `consumer_timeout`): as long as the Redis visibility timeout, twice the longest grace
+        period, and at least RabbitMQ's own default of 30 minutes."""
+        return max(1800, self.visibility_timeout_of(broker))
+
+    def password_drop_after_of(self, broker: AnyBrokerSpec) -> int:
         """How long a rotated-out password stays valid: the longest rollout of the broker's task
         servers (rollout allowance plus grace period), so every worker that still holds it has
         been replaced first. Agents must restart onto the new password within this time."""

@@ -6,6 +6,7 @@ import pulumi
 
 from .. import kubernetes_objects
 from ..broker import Broker
+from ..rabbitmq_broker import RabbitMQBroker
 from ..spec import TaskServerSpec
 from ..spec.stack import ROLLOUT_ALLOWANCE_SECONDS
 from . import manifests
@@ -30,7 +31,7 @@ class TaskServer(pulumi.ComponentResource):
     """Celery workers for `spec`, always behind their broker.
 
     The component and every resource in it depend on the Broker, so Pulumi creates and awaits
-    Redis first and deletes the workers before it; each pod's init container waits for Redis
+    the broker first and deletes the workers before it; each pod's init container waits for it
     too. With autoscaling on, KEDA owns the replica count above the `replicas` floor and the
     program leaves it alone. Outputs: `deployment_name`, `replicas`, `concurrency`.
     """
@@ -39,7 +40,7 @@ class TaskServer(pulumi.ComponentResource):
     replicas: pulumi.Output[int]
     concurrency: pulumi.Output[int]
 
-    def __init__(self, spec: TaskServerSpec, broker: Broker, visibility_timeout_seconds: int | None = None,
+    def __init__(self, spec: TaskServerSpec, broker: Broker | RabbitMQBroker, visibility_timeout_seconds: int | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[broker]))
         super().__init__(TYPE_TOKEN, spec.name, None, opts)
@@ -68,9 +69,9 @@ class TaskServer(pulumi.ComponentResource):
             )),
         )
         if scaled:
-            auth = kubernetes_objects.create(manifests.trigger_authentication(names, broker.secret_name), child)
+            auth = kubernetes_objects.create(manifests.trigger_authentication(names, broker.keda_auth()), child)
             kubernetes_objects.create(
-                manifests.scaled_object(spec, names, broker.host),
+                manifests.scaled_object(spec, names, broker.keda_trigger),
                 pulumi.ResourceOptions(parent=self, depends_on=[broker, auth, self.deployment]),
             )
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
 
-from ..broker.manifests import KEDA_PASSWORD_KEY, KEDA_USERNAME_KEY, WORKER_URL_KEY
-from ..broker.redis_config import REDIS_PORT
+from ..broker.manifests import WORKER_URL_KEY
 from ..labels import CREDENTIALS_HASH_ANNOTATION, common_labels, selector_labels
 from ..pod_security import (
     checkov_skip_annotations,
@@ -209,20 +209,17 @@ def deployment(
     }
 
 
-def trigger_authentication(names: TaskServerNames, broker_secret: pulumi.Input[str]) -> Manifest:
-    """KEDA reads its own broker user and password from the Secret; no password in any KEDA object."""
+def trigger_authentication(names: TaskServerNames, secret_refs: list[Manifest]) -> Manifest:
+    """KEDA reads its broker credentials from the broker's Secret; no password in any KEDA object."""
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
         "metadata": _metadata(names, names.trigger_authentication),
-        "spec": {"secretTargetRef": [
-            {"parameter": "username", "name": broker_secret, "key": KEDA_USERNAME_KEY},
-            {"parameter": "password", "name": broker_secret, "key": KEDA_PASSWORD_KEY},
-        ]},
+        "spec": {"secretTargetRef": secret_refs},
     }
 
 
-def scaled_object(spec: TaskServerSpec, names: TaskServerNames, broker_host: pulumi.Input[str]) -> Manifest:
+def scaled_object(spec: TaskServerSpec, names: TaskServerNames, trigger: Callable[[str, int], Manifest]) -> Manifest:
     """Replicas follow queue length: one replica per `queue_length_per_replica` waiting tasks
     (default: its concurrency, since each process reserves one task). Scale-down waits out a
     cooldown longer than the grace period and then removes one pod per period, so busy
@@ -250,17 +247,12 @@ def scaled_object(spec: TaskServerSpec, names: TaskServerNames, broker_host: pul
                     }
                 }
             },
+            # The broker's own trigger for each queue (its type knows how to count one).
             "triggers": [
                 {
-                    "type": "redis",
+                    **trigger(queue, spec.queue_length_target),
                     # Indexed: queue names that differ only in '.', '_' or ':' stay distinct.
                     "name": f"queue-{index}-" + re.sub(r"[^a-z0-9]+", "-", queue.lower()).strip("-")[:40],
-                    "metadata": {
-                        "address": pulumi.Output.concat(broker_host, f":{REDIS_PORT}"),
-                        "listName": queue,
-                        "listLength": str(spec.queue_length_target),
-                        "databaseIndex": "0",
-                    },
                     "authenticationRef": {"name": names.trigger_authentication},
                 }
                 for index, queue in enumerate(spec.queues)

@@ -51,10 +51,9 @@ def _is_amqp(url: str | None) -> bool:
 FULL_BROKER_SAFE_TRANSPORT = "gru_worker.redis_transport:Transport"
 
 
-def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    broker_url = env.get("CELERY_BROKER_URL")
+def _redis_transport_options(env: Mapping[str, str]) -> dict[str, Any]:
     visibility_timeout = int(env.get("GRU_VISIBILITY_TIMEOUT", "3600"))
-    transport_options = {
+    return {
         # Must outlast the longest task, or Redis hands a running task to a second worker.
         "visibility_timeout": visibility_timeout,
         # kombu sweeps for tasks of dead workers only every interval x throttle seconds
@@ -64,9 +63,24 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         "unacked_restore_throttle": 1,
         **CONNECTION_OPTIONS,
     }
+
+
+# RabbitMQ: quorum queues (replicated by Raft: a task survives the loss of a node), publisher
+# confirms (a publish returns only once the queue's majority has the task), and Celery's
+# native delayed delivery, which ETA and countdown tasks need on quorum queues. The
+# delivery limit and dead-letter queue are the broker's policies (definitions.py).
+AMQP_SETTINGS: dict[str, Any] = {
+    "task_default_queue_type": "quorum",
+    "worker_detect_quorum_queues": True,
+    "broker_native_delayed_delivery_queue_type": "quorum",
+    "broker_transport_options": {"confirm_publish": True},
+}
+
+
+def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    broker_url = env.get("CELERY_BROKER_URL")
     settings: dict[str, Any] = {
         "broker_url": broker_url,
-        "broker_transport_options": transport_options,
         # Acknowledge after the task ran: a task whose worker died is delivered again.
         "task_acks_late": _flag(env, "GRU_ACKS_LATE", True),
         # ...including when the pool process itself is killed (OOM, SIGKILL).
@@ -81,6 +95,9 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     }
     if _scheme(broker_url) in ("redis", "rediss"):
         settings["broker_transport"] = FULL_BROKER_SAFE_TRANSPORT
+        settings["broker_transport_options"] = _redis_transport_options(env)
+    elif _is_amqp(broker_url):
+        settings.update(AMQP_SETTINGS)
     # Results are off unless the task server turns them on: they live in the broker's memory,
     # and results that pile up faster than they expire would fill it and stop every fleet.
     backend = env.get("GRU_RESULT_BACKEND_URL")

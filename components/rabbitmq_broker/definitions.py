@@ -1,0 +1,97 @@
+"""The broker's definitions file: users, permissions, the dead-letter queue and each task
+server's delivery limit, imported at boot and re-imported by the definitions-sync sidecar.
+
+It lives in the broker's Secret (it carries password hashes). RabbitMQ stores only salted
+SHA-256 hashes; the salt is derived from the password, so the same passwords always render
+the same file and a `pulumi up` with no change leaves the Secret alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from .rabbitmq_config import VHOST
+
+HASHING = "rabbit_password_hashing_sha256"
+DEAD_LETTER_EXCHANGE = "gru.dead-letter"
+DEAD_LETTER_QUEUE = "gru.dead-letter"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    tags: tuple[str, ...]
+    # configure, write, read regexes on the vhost
+    permissions: tuple[str, str, str]
+
+
+FULL = (".*", ".*", ".*")
+# Agents publish tasks (and declare the queues they publish to, as Celery does).
+AGENT = User("agent", (), FULL)
+# Workers consume, and declare their queues and the delayed-delivery topology.
+WORKER = User("worker", (), FULL)
+# KEDA reads queue depths through the HTTP API: monitoring rights, no message access.
+KEDA = User("keda", ("monitoring",), ("^$", "^$", "^$"))
+USERS = (AGENT, WORKER, KEDA)
+
+
+@dataclass(frozen=True)
+class DeliveryLimit:
+    """A task server's queues and how often one task may be delivered before it is dead-lettered."""
+
+    server: str
+    queues: tuple[str, ...]
+    max_deliveries: int
+
+
+def password_hash(user: str, password: str) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
+    salt = hashlib.sha256(f"gru-rabbitmq-salt:{user}:{password}".encode()).digest()[:4]
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def queue_pattern(queues: tuple[str, ...]) -> str:
+    return "^(" + "|".join(re.escape(q) for q in sorted(queues)) + ")$"
+
+
+def policy(limit: DeliveryLimit) -> dict[str, object]:
+    """A task returned `max_deliveries` times (its worker died with it each time) goes to the
+    dead-letter queue instead of looping forever. RabbitMQ counts returns, so the limit is one
+    less than the deliveries allowed. At-least-once dead-lettering keeps the task until the
+    dead-letter queue has confirmed it, which RabbitMQ allows only with reject-publish."""
+    return {
+        "vhost": VHOST,
+        "name": f"gru-{limit.server}",
+        "pattern": queue_pattern(limit.queues),
+        "apply-to": "quorum_queues",
+        "priority": 10,
+        "definition": {
+            "delivery-limit": limit.max_deliveries - 1,
+            "dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "dead-letter-strategy": "at-least-once",
+            "overflow": "reject-publish",
+        },
+    }
+
+
+def definitions(passwords: dict[str, str], limits: list[DeliveryLimit]) -> str:
+    """The definitions JSON for `passwords` (user name -> password) and the task servers' limits."""
+    document = {
+        "users": [{"name": u.name, "password_hash": password_hash(u.name, passwords[u.name]),
+                   "hashing_algorithm": HASHING, "tags": list(u.tags)} for u in USERS],
+        "vhosts": [{"name": VHOST}],
+        "permissions": [{"user": u.name, "vhost": VHOST, "configure": u.permissions[0],
+                         "write": u.permissions[1], "read": u.permissions[2]} for u in USERS],
+        "exchanges": [{"name": DEAD_LETTER_EXCHANGE, "vhost": VHOST, "type": "fanout", "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}],
+        "queues": [{"name": DEAD_LETTER_QUEUE, "vhost": VHOST, "durable": True, "auto_delete": False,
+                    "arguments": {"x-queue-type": "quorum"}}],
+        "bindings": [{"source": DEAD_LETTER_EXCHANGE, "vhost": VHOST, "destination": DEAD_LETTER_QUEUE,
+                      "destination_type": "queue", "routing_key": "", "arguments": {}}],
+        "policies": [policy(limit) for limit in limits],
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"

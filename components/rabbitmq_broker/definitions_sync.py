@@ -1,0 +1,36 @@
+"""The RabbitMQ pod's definitions-sync sidecar: re-imports the definitions file when the
+Secret changes, so a new password, task server or delivery limit needs no broker restart.
+
+The kubelet refreshes a mounted Secret in place. Every few seconds the sidecar compares the
+file's checksum with the one it imported; on a change it waits for the local node and runs
+`rabbitmqctl import_definitions`, which updates users, permissions and policies on the
+running cluster without dropping a connection. It speaks to its own node only, through the
+pod's Erlang cookie, and runs in the RabbitMQ image.
+"""
+
+from __future__ import annotations
+
+SYNC_SECONDS = 10
+STATE_DIR = "/run/definitions-sync"
+HEARTBEAT = f"{STATE_DIR}/beat"
+
+SCRIPT = r"""#!/bin/sh
+# gru definitions sync: see components/rabbitmq_broker/definitions_sync.py.
+set -u
+file="$DEFINITIONS_FILE"
+imported=""
+while true; do
+  touch "$STATE_DIR/beat"
+  sum="$(cksum "$file" 2>/dev/null | cut -d' ' -f1)"
+  if [ -n "$sum" ] && [ "$sum" != "$imported" ]; then
+    if rabbitmqctl -q await_startup --timeout 30 >/dev/null 2>&1 \
+        && rabbitmqctl -q import_definitions "$file" >/dev/null 2>&1; then
+      echo "definitions-sync: imported definitions ($sum)"
+      imported="$sum"
+    else
+      echo "definitions-sync: node not ready for import yet; retrying"
+    fi
+  fi
+  sleep "$SYNC_SECONDS"
+done
+"""

@@ -1,0 +1,68 @@
+"""rabbitmq.conf and the enabled plugins of a RabbitMQ broker, rendered from its spec."""
+
+from __future__ import annotations
+
+from ..spec import RabbitMQBrokerSpec
+
+AMQP_PORT = 5672
+MANAGEMENT_PORT = 15672  # the HTTP API KEDA reads queue depths from
+PROMETHEUS_PORT = 15692
+EPMD_PORT = 4369
+DIST_PORT = 25672  # Erlang distribution between the nodes (AMQP port + 20000)
+
+DATA_DIR = "/var/lib/rabbitmq"  # HOME too: the Erlang cookie lives here
+CONFIG_DIR = "/etc/rabbitmq/config"
+CONFIG_FILE = "rabbitmq.conf"
+PLUGINS_FILE = "enabled_plugins"
+SYNC_FILE = "definitions-sync.sh"
+DEFINITIONS_DIR = "/etc/rabbitmq/definitions"
+DEFINITIONS_FILE = "definitions.json"
+COOKIE_DIR = "/etc/rabbitmq/cookie"
+COOKIE_KEY = "erlang-cookie"
+VHOST = "/"
+
+# Management serves the HTTP API KEDA counts ready and unacknowledged messages through;
+# Prometheus the metrics endpoint; k8s peer discovery forms the cluster from the pods' DNS names.
+PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus", "rabbitmq_peer_discovery_k8s")
+
+
+def enabled_plugins() -> str:
+    return f"[{','.join(PLUGINS)}].\n"
+
+
+def node_name(pod: str, headless_service: str, namespace: str, cluster_domain: str) -> str:
+    return f"rabbit@{pod}.{headless_service}.{namespace}.svc.{cluster_domain}"
+
+
+def rabbitmq_conf(spec: RabbitMQBrokerSpec, cluster_name: str, headless_service: str,
+                  consumer_timeout_seconds: int) -> str:
+    """The whole configuration; a change here rolls the nodes one at a time."""
+    memory_watermark = int(spec.memory_limit_bytes * spec.memory_high_watermark)
+    lines = [
+        "# Rendered by gru from the stack file; edit the stack file, not this.",
+        f"cluster_name = {cluster_name}",
+        # Peer discovery from the StatefulSet's stable DNS names: the pod with ordinal 0 seeds
+        # the cluster and the others join it, so the pods need no Kubernetes API rights.
+        "cluster_formation.peer_discovery_backend = k8s",
+        f"cluster_formation.k8s.service_name = {headless_service}",
+        f"cluster_formation.k8s.hostname_suffix = .{headless_service}.{spec.namespace}.svc.{spec.cluster_domain}",
+        # A node cut off from the majority stops serving instead of diverging.
+        "cluster_partition_handling = pause_minority",
+        f"listeners.tcp.default = {AMQP_PORT}",
+        f"management.tcp.port = {MANAGEMENT_PORT}",
+        f"prometheus.tcp.port = {PROMETHEUS_PORT}",
+        # Users, permissions, the dead-letter queue and the delivery limits (from the Secret).
+        f"load_definitions = {DEFINITIONS_DIR}/{DEFINITIONS_FILE}",
+        # A late-acknowledged task holds its delivery for as long as it runs: the channel must
+        # not be closed (and the task redelivered, in a loop) before the longest may finish.
+        f"consumer_timeout = {consumer_timeout_seconds * 1000}",
+        # Publishers block, rather than the kernel killing the node, before the memory limit.
+        f"vm_memory_high_watermark.absolute = {memory_watermark}",
+        f"disk_free_limit.absolute = {spec.disk_free_limit_bytes}",
+        # Each queue's leader on the node with the fewest, so no node carries them all.
+        "queue_leader_locator = balanced",
+        "log.console = true",
+        "log.console.level = info",
+        "log.file = false",
+    ]
+    return "\n".join(lines) + "\n"
