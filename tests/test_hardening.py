@@ -22,7 +22,8 @@ from .rendered import Manifest, containers, is_exporter, named, of_kind, pod_spe
 from .schemas.custom_resources import SCHEMAS
 from .test_render import SUPPORTED_KUBERNETES
 
-STACKS = ["dev", "example"]
+REDIS_STACKS = ["dev", "example"]
+STACKS = [*REDIS_STACKS, "rabbitmq"]
 
 
 @pytest.fixture(scope="module", params=STACKS)
@@ -33,6 +34,11 @@ def stack(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def rendered(stack: str) -> list[Manifest]:
     return [o.manifest for o in render_stack(stack, ROOT / "stacks")]
+
+
+@pytest.fixture(scope="module", params=REDIS_STACKS)
+def redis_rendered(request: pytest.FixtureRequest) -> list[Manifest]:
+    return [o.manifest for o in render_stack(str(request.param), ROOT / "stacks")]
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +94,13 @@ def test_writable_paths_are_volumes(rendered: list[Manifest]) -> None:
     for workload, pod in pod_specs(rendered):
         mounts = {m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
         if workload["kind"] == "StatefulSet":
-            assert "/data" in mounts
+            assert {"/data"} <= mounts or {"/var/lib/rabbitmq", "/tmp"} <= mounts
         elif not is_exporter(workload):  # the exporter writes nothing
             assert {"/tmp", "/var/run/gru-health"} <= mounts
 
 
-def test_only_clients_reach_redis(rendered: list[Manifest]) -> None:
+def test_only_clients_reach_redis(redis_rendered: list[Manifest]) -> None:
+    rendered = redis_rendered
     policy = named(rendered, "NetworkPolicy", "redis")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     redis_rule = policy["spec"]["ingress"][0]
@@ -127,7 +134,11 @@ def test_workers_accept_no_connections(rendered: list[Manifest]) -> None:
 
 
 def test_disruption_budgets_never_block_a_drain(rendered: list[Manifest]) -> None:
-    assert named(rendered, "PodDisruptionBudget", "redis")["spec"]["maxUnavailable"] == 1
+    for broker in of_kind(rendered, "StatefulSet"):
+        # One node at a time, and never so many that a RabbitMQ cluster loses its majority.
+        budget = named(rendered, "PodDisruptionBudget", broker["metadata"]["name"])["spec"]["maxUnavailable"]
+        replicas = broker["spec"]["replicas"]
+        assert budget >= 1 and (replicas == 1 or budget <= (replicas - 1) // 2)
     for deployment in of_kind(rendered, "Deployment"):
         if is_exporter(deployment):  # no budget: a drain may always move the exporter
             assert not [b for b in of_kind(rendered, "PodDisruptionBudget")

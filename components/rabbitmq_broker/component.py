@@ -76,7 +76,7 @@ class RabbitMQBroker(pulumi.ComponentResource):
         self.secret = kubernetes_objects.create(manifests.credentials_secret(
             names, current[defs.AGENT.name], url, worker_url, keda_url, pulumi.Output.secret(cookie.result),
             definitions), child)
-        conf = rabbitmq_conf(spec, names.base, names.headless_service, consumer_timeout_seconds)
+        conf = rabbitmq_conf(spec, names.base, consumer_timeout_seconds)
         plugins = enabled_plugins()
         self.config_map = kubernetes_objects.create(manifests.config_map(names, conf, plugins, SYNC_SCRIPT), child)
         self.service_account = kubernetes_objects.create(manifests.service_account(names), child)

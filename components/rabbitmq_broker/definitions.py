@@ -67,7 +67,9 @@ def policy(limit: DeliveryLimit) -> dict[str, object]:
         "vhost": VHOST,
         "name": f"gru-{limit.server}",
         "pattern": queue_pattern(limit.queues),
-        "apply-to": "quorum_queues",
+        # The pattern names only this server's queues (never Celery's celery_delayed_* ones,
+        # whose own dead-lettering a policy would override); "queues" works on every version.
+        "apply-to": "queues",
         "priority": 10,
         "definition": {
             "delivery-limit": limit.max_deliveries - 1,

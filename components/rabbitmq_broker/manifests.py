@@ -42,8 +42,6 @@ WORKER_URL_KEY = "worker-url"
 KEDA_URL_KEY = "keda-url"
 DATA_VOLUME = "data"
 CLAIM_TEMPLATE_SIZE = "spec.volumeClaimTemplates[0].spec.resources.requests.storage"
-# The RabbitMQ image's own user: its files (the CLI's, the plugins') belong to it.
-RABBITMQ_UID = 999
 # Long enough for the preStop wait below to see the node's quorum queues safe elsewhere.
 TERMINATION_GRACE_SECONDS = 600
 
@@ -211,10 +209,6 @@ def network_policy(spec: RabbitMQBrokerSpec, names: RabbitMQNames, autoscaled: b
     }
 
 
-def _security_context() -> Manifest:
-    return {**container_security_context(), "runAsUser": RABBITMQ_UID, "runAsGroup": RABBITMQ_UID}
-
-
 def _node_env(names: RabbitMQNames) -> list[Manifest]:
     """What makes a container speak as (or to) this pod's node: its long name and HOME,
     where the Erlang cookie is."""
@@ -257,8 +251,8 @@ def statefulset(spec: RabbitMQBrokerSpec, names: RabbitMQNames, config_hash: str
                 "spec": {
                     "serviceAccountName": names.service_account,
                     "automountServiceAccountToken": False,
-                    "securityContext": {**pod_security_context(), "runAsUser": RABBITMQ_UID,
-                                        "runAsGroup": RABBITMQ_UID, "fsGroup": RABBITMQ_UID},
+                    # The image lets any user run RabbitMQ; HOME and the data are on the volume.
+                    "securityContext": pod_security_context(),
                     "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                     # One node per host and zone where possible: a lost host takes one node.
                     "topologySpreadConstraints": [
@@ -275,7 +269,7 @@ def statefulset(spec: RabbitMQBrokerSpec, names: RabbitMQNames, config_hash: str
                         "command": ["sh", "-c", f"install -m 600 {COOKIE_DIR}/{COOKIE_KEY} {DATA_DIR}/.erlang.cookie"],
                         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
                                       "limits": {"cpu": "100m", "memory": "32Mi"}},
-                        "securityContext": _security_context(),
+                        "securityContext": container_security_context(),
                         "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_DIR},
                                          {"name": "cookie", "mountPath": COOKIE_DIR, "readOnly": True}],
                     }],
@@ -299,15 +293,19 @@ def statefulset(spec: RabbitMQBrokerSpec, names: RabbitMQNames, config_hash: str
                             ],
                             # RabbitMQ opens its AMQP port only once booted and clustered: a TCP
                             # check says ready at the cost of a connect, where rabbitmq-diagnostics
-                            # starts an Erlang VM per probe. No liveness probe: restarting a node
-                            # that is slow to recover its queues only starts the recovery over.
+                            # starts an Erlang VM per probe. Liveness asks only that the Erlang VM
+                            # still takes connections on its clustering port, open from its first
+                            # second: restarting a node that is slow to recover its queues would
+                            # only start the recovery over.
                             "startupProbe": {"tcpSocket": {"port": "amqp"}, "periodSeconds": 10,
                                              "timeoutSeconds": 5, "failureThreshold": 60},
                             "readinessProbe": {"tcpSocket": {"port": "amqp"}, "periodSeconds": 10,
                                                "timeoutSeconds": 5, "failureThreshold": 3},
+                            "livenessProbe": {"tcpSocket": {"port": "cluster"}, "periodSeconds": 30,
+                                              "timeoutSeconds": 10, "failureThreshold": 6},
                             "lifecycle": pre_stop,
                             "resources": spec.compute_resources.to_manifest(),
-                            "securityContext": _security_context(),
+                            "securityContext": container_security_context(),
                             "volumeMounts": [
                                 {"name": DATA_VOLUME, "mountPath": DATA_DIR},
                                 {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -366,7 +364,7 @@ def _definitions_sync(spec: RabbitMQBrokerSpec, names: RabbitMQNames) -> Manifes
         },
         # rabbitmqctl starts an Erlang VM for each import.
         "resources": {"requests": {"cpu": "5m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-        "securityContext": _security_context(),
+        "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": DATA_DIR, "readOnly": True},
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},

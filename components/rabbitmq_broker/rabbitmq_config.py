@@ -34,18 +34,16 @@ def node_name(pod: str, headless_service: str, namespace: str, cluster_domain: s
     return f"rabbit@{pod}.{headless_service}.{namespace}.svc.{cluster_domain}"
 
 
-def rabbitmq_conf(spec: RabbitMQBrokerSpec, cluster_name: str, headless_service: str,
-                  consumer_timeout_seconds: int) -> str:
+def rabbitmq_conf(spec: RabbitMQBrokerSpec, cluster_name: str, consumer_timeout_seconds: int) -> str:
     """The whole configuration; a change here rolls the nodes one at a time."""
     memory_watermark = int(spec.memory_limit_bytes * spec.memory_high_watermark)
     lines = [
         "# Rendered by gru from the stack file; edit the stack file, not this.",
         f"cluster_name = {cluster_name}",
-        # Peer discovery from the StatefulSet's stable DNS names: the pod with ordinal 0 seeds
-        # the cluster and the others join it, so the pods need no Kubernetes API rights.
+        # Peer discovery from the StatefulSet's stable DNS names (RabbitMQ 4.1+): the node with
+        # ordinal 0 seeds the cluster and the others join it, so no two clusters form when
+        # the pods start in parallel, and the pods need no Kubernetes API rights.
         "cluster_formation.peer_discovery_backend = k8s",
-        f"cluster_formation.k8s.service_name = {headless_service}",
-        f"cluster_formation.k8s.hostname_suffix = .{headless_service}.{spec.namespace}.svc.{spec.cluster_domain}",
         # A node cut off from the majority stops serving instead of diverging.
         "cluster_partition_handling = pause_minority",
         f"listeners.tcp.default = {AMQP_PORT}",

@@ -10,8 +10,9 @@ from .broker_common import BrokerBase, BrokerStorage
 from .common import ComputeResources, Image, Quantity, StrictModel, quantity_to_mib
 from .problems import CrossFieldProblem
 
-# Pinned so every node of the cluster, and every rollout, runs the same server.
-DEFAULT_RABBITMQ_IMAGE = "rabbitmq:4.1.4-alpine"
+# Pinned so every node of the cluster, and every rollout, runs the same server. 4.1+ for
+# peer discovery without API rights.
+DEFAULT_RABBITMQ_IMAGE = "rabbitmq:4.3.2"
 # Quorum queues replicate to every node; past seven, each publish waits on more peers for no
 # real gain in safety.
 MAX_RABBITMQ_REPLICAS = 7

@@ -12,10 +12,15 @@ from typing import Any
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
+_DIGITS = {"type": "string", "pattern": "^[0-9]+$"}
+_TRIGGER_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
 
 
 def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required or [], "additionalProperties": False}
+
+
+_AUTH_REF = _object({"name": _STR, "kind": _STR}, ["name"])
 
 
 _METADATA = _object(
@@ -52,20 +57,36 @@ SCALED_OBJECT = _object(
                 "triggers": {
                     "type": "array",
                     "minItems": 1,
-                    "items": _object(
-                        {
-                            "type": {"const": "redis"},
-                            "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-                            # KEDA trigger metadata values are all strings.
-                            "metadata": _object(
-                                {"address": _STR, "listName": _STR, "listLength": {"type": "string", "pattern": "^[0-9]+$"},
-                                 "databaseIndex": {"type": "string", "pattern": "^[0-9]+$"}},
-                                ["address", "listName", "listLength"],
-                            ),
-                            "authenticationRef": _object({"name": _STR, "kind": _STR}, ["name"]),
-                        },
-                        ["type", "metadata"],
-                    ),
+                    # One trigger shape per broker type, each with the metadata its KEDA scaler reads.
+                    "items": {"oneOf": [
+                        _object(
+                            {
+                                "type": {"const": "redis"},
+                                "name": _TRIGGER_NAME,
+                                # KEDA trigger metadata values are all strings.
+                                "metadata": _object(
+                                    {"address": _STR, "listName": _STR, "listLength": _DIGITS, "databaseIndex": _DIGITS},
+                                    ["address", "listName", "listLength"],
+                                ),
+                                "authenticationRef": _AUTH_REF,
+                            },
+                            ["type", "metadata"],
+                        ),
+                        _object(
+                            {
+                                "type": {"const": "rabbitmq"},
+                                "name": _TRIGGER_NAME,
+                                "metadata": _object(
+                                    {"protocol": {"enum": ["auto", "http", "amqp"]},
+                                     "mode": {"enum": ["QueueLength", "MessageRate"]}, "value": _DIGITS,
+                                     "queueName": _STR, "vhostName": _STR, "excludeUnacknowledged": {"enum": ["true", "false"]}},
+                                    ["mode", "value", "queueName"],
+                                ),
+                                "authenticationRef": _AUTH_REF,
+                            },
+                            ["type", "metadata"],
+                        ),
+                    ]},
                 },
             },
             ["scaleTargetRef", "triggers"],
@@ -81,7 +102,8 @@ TRIGGER_AUTHENTICATION = _object(
         "metadata": _METADATA,
         "spec": _object(
             {"secretTargetRef": {"type": "array", "minItems": 1,
-                                 "items": _object({"parameter": _STR, "name": _STR, "key": _STR}, ["parameter", "name", "key"])}},
+                                 "items": _object({"parameter": {"enum": ["username", "password", "host"]}, "name": _STR, "key": _STR},
+                                                  ["parameter", "name", "key"])}},
             ["secretTargetRef"],
         ),
     },

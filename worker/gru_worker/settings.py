@@ -71,6 +71,9 @@ def _redis_transport_options(env: Mapping[str, str]) -> dict[str, Any]:
 # delivery limit and dead-letter queue are the broker's policies (definitions.py).
 AMQP_SETTINGS: dict[str, Any] = {
     "task_default_queue_type": "quorum",
+    # Native delayed delivery binds through topic exchanges; with the default direct exchange
+    # Celery skips it and a countdown task would sit in a worker, holding its only slot.
+    "task_default_exchange_type": "topic",
     "worker_detect_quorum_queues": True,
     "broker_native_delayed_delivery_queue_type": "quorum",
     "broker_transport_options": {"confirm_publish": True},

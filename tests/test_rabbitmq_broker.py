@@ -1,0 +1,202 @@
+"""The `type: rabbitmq` broker under the mock engine: what it registers, and what each object says."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from typing import Any
+
+import pytest
+
+from components.rabbitmq_broker.definitions import DEAD_LETTER_QUEUE, password_hash
+from components.spec import SpecError, parse_stack_spec
+from gru.mock_engine import Evaluation, Registration
+
+from .conftest import SEED_YAML, EvaluateYaml
+from .test_program import children_of, unwrap
+
+RABBIT_YAML = SEED_YAML.replace("type: redis", "type: rabbitmq").replace("name: redis", "name: rabbit") \
+    .replace("broker_resource_name: redis", "broker_resource_name: rabbit")
+STATEFULSET = "kubernetes:apps/v1:StatefulSet"
+
+
+def objects(evaluation: Evaluation, kind: str) -> list[Registration]:
+    return [r for r in evaluation.kubernetes_objects if r.inputs.get("kind") == kind
+            or r.type.endswith(f":{kind}")]
+
+
+def one(evaluation: Evaluation, kind: str, name: str) -> dict[str, Any]:
+    (found,) = [r for r in objects(evaluation, kind) if r.name == name]
+    return found.inputs
+
+
+def secret_data(evaluation: Evaluation) -> dict[str, str]:
+    (secret,) = objects(evaluation, "Secret")
+    return dict(unwrap(secret.inputs["stringData"]))
+
+
+def test_the_seed_task_server_on_a_rabbitmq_broker_registers_a_cluster(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(RABBIT_YAML)
+    (broker,) = evaluation.of_type("gru:index:RabbitMQBroker")
+    assert sorted((r.type.rsplit(":", 1)[-1], r.name) for r in children_of(evaluation, broker)) == [
+        ("ConfigMap", "rabbit-config"), ("GeneratedPassword", "rabbit-agent-password"),
+        ("GeneratedPassword", "rabbit-erlang-cookie"), ("GeneratedPassword", "rabbit-keda-password"),
+        ("GeneratedPassword", "rabbit-worker-password"), ("NetworkPolicy", "rabbit"),
+        *[("PersistentVolumeClaimPatch", f"data-rabbit-{i}") for i in range(3)],
+        ("PodDisruptionBudget", "rabbit"), ("Secret", "rabbit-credentials"), ("Service", "rabbit"),
+        ("Service", "rabbit-nodes"), ("ServiceAccount", "rabbit"), ("StatefulSet", "rabbit")]
+    sts = one(evaluation, "StatefulSet", "rabbit")["spec"]
+    assert sts["replicas"] == 3 and sts["podManagementPolicy"] == "Parallel"
+    assert sts["serviceName"] == "rabbit-nodes"
+    headless = one(evaluation, "Service", "rabbit-nodes")["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    # The task server is behind the broker's nodes, as with Redis (the engine expands a
+    # dependency on the component to its children).
+    (server,) = evaluation.of_type("gru:index:TaskServer")
+    (nodes,) = evaluation.of_type(STATEFULSET)
+    assert nodes.urn in server.dependencies
+
+
+def test_the_node_names_fit_peer_discovery(evaluate_yaml: EvaluateYaml) -> None:
+    """RabbitMQ 4.1's k8s discovery derives the seed node from the first label's -<ordinal>."""
+    evaluation = evaluate_yaml(RABBIT_YAML)
+    pod = one(evaluation, "StatefulSet", "rabbit")["spec"]["template"]["spec"]
+    (server,) = [c for c in pod["containers"] if c["name"] == "rabbitmq"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    name = env["RABBITMQ_NODENAME"].replace("$(POD_NAME)", "rabbit-2")
+    assert re.match(r"^([^@]+@)([^.]*-)([0-9]+)", name)
+    assert name == "rabbit@rabbit-2.rabbit-nodes.gru.svc.cluster.local"
+    assert env["RABBITMQ_USE_LONGNAME"] == "true"
+    conf = one(evaluation, "ConfigMap", "rabbit-config")["data"]["rabbitmq.conf"]
+    assert "cluster_formation.peer_discovery_backend = k8s" in conf
+    assert pod["automountServiceAccountToken"] is False  # no API rights needed
+
+
+def test_credentials_live_only_in_the_secret(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(RABBIT_YAML)
+    data = secret_data(evaluation)
+    assert set(data) == {"rabbitmq-password", "broker-url", "worker-url", "keda-url", "erlang-cookie",
+                         "definitions.json"}
+    assert data["broker-url"].startswith("amqp://agent:") and data["broker-url"].endswith(
+        "@rabbit.gru.svc.cluster.local:5672//")
+    assert data["worker-url"].startswith("amqp://worker:")
+    assert len(data["erlang-cookie"]) >= 32
+    secrets = [data["rabbitmq-password"], data["erlang-cookie"], data["worker-url"].split(":")[2].split("@")[0]]
+    for registration in evaluation.kubernetes_objects:
+        if registration.inputs.get("kind") == "Secret" or registration.type.endswith(":Secret"):
+            continue
+        text = json.dumps(registration.inputs, default=str)
+        assert not any(s in text for s in secrets), registration.name
+    # The definitions hold hashes, never the passwords.
+    assert data["rabbitmq-password"] not in data["definitions.json"]
+
+
+def test_password_hashes_are_rabbitmqs_salted_sha256() -> None:
+    hashed = base64.b64decode(password_hash("worker", "s3cret"))
+    salt, digest = hashed[:4], hashed[4:]
+    assert digest == hashlib.sha256(salt + b"s3cret").digest()
+    # Stable for the same password (no diff on every `pulumi up`), different for another.
+    assert password_hash("worker", "s3cret") == password_hash("worker", "s3cret") != password_hash("worker", "other")
+
+
+def test_each_task_server_gets_its_delivery_limit_and_the_dead_letter_queue(evaluate_yaml: EvaluateYaml) -> None:
+    text = RABBIT_YAML + """  max_deliveries: 3
+  queues: [celery, agents.long]
+"""
+    definitions = json.loads(secret_data(evaluate_yaml(text))["definitions.json"])
+    (policy,) = definitions["policies"]
+    assert policy["definition"] == {"delivery-limit": 2, "dead-letter-exchange": "gru.dead-letter",
+                                    "dead-letter-strategy": "at-least-once", "overflow": "reject-publish"}
+    pattern = re.compile(policy["pattern"])
+    assert pattern.match("celery") and pattern.match("agents.long")
+    assert not pattern.match("agentsXlong") and not pattern.match("celery_delayed_0")
+    assert [q["name"] for q in definitions["queues"]] == [DEAD_LETTER_QUEUE]
+    assert {u["name"]: u["tags"] for u in definitions["users"]} == {"agent": [], "worker": [], "keda": ["monitoring"]}
+
+
+def test_the_consumer_timeout_outlasts_the_longest_task(evaluate_yaml: EvaluateYaml) -> None:
+    text = RABBIT_YAML + "  max_task_seconds: 7200\n"
+    conf = one(evaluate_yaml(text), "ConfigMap", "rabbit-config")["data"]["rabbitmq.conf"]
+    (timeout,) = re.findall(r"^consumer_timeout = (\d+)$", conf, re.M)
+    assert int(timeout) > 7200 * 1000
+
+
+def test_ports_open_only_to_whom_they_serve(evaluate_yaml: EvaluateYaml) -> None:
+    rules = one(evaluate_yaml(RABBIT_YAML), "NetworkPolicy", "rabbit")["spec"]["ingress"]
+    assert [[p["port"] for p in r["ports"]] for r in rules] == [[5672], [4369, 25672, 5672]]
+    assert rules[1]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rabbitmq",
+                                                                 "app.kubernetes.io/instance": "rabbit"}}}]
+    scaled = RABBIT_YAML.replace("broker_resource_name: rabbit", "broker_resource_name: rabbit\n  autoscaling: {enabled: true}") \
+        .replace("name: rabbit\n", "name: rabbit\n  metrics: {enabled: true}\n", 1)
+    evaluation = evaluate_yaml(scaled)
+    rules = one(evaluation, "NetworkPolicy", "rabbit")["spec"]["ingress"]
+    assert [[p["port"] for p in r["ports"]] for r in rules] == [[5672], [4369, 25672, 5672], [15672], [15692]]
+    assert rules[2]["from"][0]["podSelector"] == {"matchLabels": {"app": "keda-operator"}}
+    # KEDA counts ready and unacknowledged messages through the HTTP API, with its own user.
+    (trigger,) = one(evaluation, "ScaledObject", "task-server")["spec"]["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"]["protocol"] == "http" and "excludeUnacknowledged" not in trigger["metadata"]
+    auth = one(evaluation, "TriggerAuthentication", "task-server-broker")["spec"]["secretTargetRef"]
+    assert auth == [{"parameter": "host", "name": "rabbit-credentials", "key": "keda-url"}]
+
+
+@pytest.mark.parametrize(("replicas", "budget"), [(1, 1), (3, 1), (5, 2), (7, 3)])
+def test_a_drain_keeps_a_majority(evaluate_yaml: EvaluateYaml, replicas: int, budget: int) -> None:
+    evaluation = evaluate_yaml(RABBIT_YAML.replace("name: rabbit\n", f"name: rabbit\n  replicas: {replicas}\n", 1))
+    assert one(evaluation, "PodDisruptionBudget", "rabbit")["spec"]["maxUnavailable"] == budget
+    lifecycle = one(evaluation, "StatefulSet", "rabbit")["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
+    # Each stopping node first waits until its quorum queues keep a majority without it.
+    assert ("preStop" in lifecycle) == (replicas > 1)
+
+
+def test_workers_wait_for_and_use_the_amqp_url(evaluate_yaml: EvaluateYaml) -> None:
+    pod = one(evaluate_yaml(RABBIT_YAML), "Deployment", "task-server")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    refs = [e["valueFrom"]["secretKeyRef"] for c in (init, *pod["containers"]) for e in c["env"]
+            if e["name"] == "CELERY_BROKER_URL"]
+    assert refs == [{"name": "rabbit-credentials", "key": "worker-url"}] * 2
+
+
+def test_task_server_edits_do_not_restart_the_nodes(evaluate_yaml: EvaluateYaml) -> None:
+    """Delivery limits and queues travel in the definitions, which the sidecar imports live."""
+    def statefulset(text: str) -> str:
+        evaluation = evaluate_yaml(text, config={"gru:rabbit-password": "same"}, secret_keys=["gru:rabbit-password"],
+                                   stable_secrets=True)
+        return json.dumps(one(evaluation, "StatefulSet", "rabbit"), sort_keys=True, default=str)
+
+    base = statefulset(RABBIT_YAML)
+    assert statefulset(RABBIT_YAML.replace("replicas: 4", "replicas: 9") + "  max_deliveries: 9\n  queues: [a, b]\n") == base
+    assert statefulset(RABBIT_YAML.replace("name: rabbit\n", "name: rabbit\n  disk_free_limit: 2Gi\n", 1)) != base
+
+
+def test_a_stack_may_mix_both_broker_types(evaluate_yaml: EvaluateYaml) -> None:
+    text = """broker:
+  - {type: redis, name: redis}
+  - {type: rabbitmq, name: rabbit, replicas: 1}
+task_server:
+  - {type: celery, name: on_redis, broker_resource_name: redis}
+  - {type: celery, name: on_rabbit, broker_resource_name: rabbit}
+"""
+    evaluation = evaluate_yaml(text)
+    urls = {r.name: [e for e in r.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+                     if e["name"] == "CELERY_BROKER_URL"][0]["valueFrom"]["secretKeyRef"]["name"]
+            for r in objects(evaluation, "Deployment")}
+    assert urls == {"on-redis": "redis-credentials", "on-rabbit": "rabbit-credentials"}
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("  replicas: 2\n", "broker.replicas: is 2: an even cluster"),
+    ("  replicas: 9\n", "broker.replicas: must be at most 7"),
+    ("  disk_free_limit: 8Gi\n", "broker.disk_free_limit: is 8Gi, not below the volume's size (8Gi)"),
+    ("  resources: {memory_limit: 256Mi, memory_request: 256Mi}\n", "too little for a RabbitMQ node"),
+    ("  password_rotation: x\n", "broker.password_rotation: unknown field"),
+    ("  memory_high_watermark: 0.95\n", "broker.memory_high_watermark: must be at most 0.9"),
+    ("  metrics: {service_monitor: true}\n", "a ServiceMonitor needs the metrics endpoint"),
+])
+def test_rabbitmq_mistakes_are_reported_before_anything_is_applied(extra: str, expected: str) -> None:
+    text = RABBIT_YAML.replace("name: rabbit\n", "name: rabbit\n" + extra, 1)
+    with pytest.raises(SpecError) as caught:
+        parse_stack_spec(text.encode(), "stacks/x.yaml")
+    assert expected in str(caught.value), str(caught.value)
