@@ -200,3 +200,10 @@ def test_rabbitmq_mistakes_are_reported_before_anything_is_applied(extra: str, e
     with pytest.raises(SpecError) as caught:
         parse_stack_spec(text.encode(), "stacks/x.yaml")
     assert expected in str(caught.value), str(caught.value)
+
+
+def test_results_on_a_rabbitmq_broker_are_refused_with_the_way_out() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_stack_spec((RABBIT_YAML + "  results: {enabled: true}\n").encode(), "stacks/x.yaml")
+    assert "task_server.results.enabled: broker 'rabbit' is RabbitMQ; stored task results need a Redis broker" in str(caught.value)
+    assert "point this task server at a Redis broker" in str(caught.value)

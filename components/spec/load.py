@@ -14,7 +14,7 @@ from .brokers import BROKER_MODELS, SUPPORTED_BROKER_TYPES, AnyBrokerSpec
 from .common import ComputeResources, Toleration
 from .names import kubernetes_name
 from .problems import Path, Problem, SpecError
-from .rabbitmq_broker import RabbitMQMetrics
+from .rabbitmq_broker import RabbitMQBrokerSpec, RabbitMQMetrics
 from .stack import StackSpec
 from .task_server import SUPPORTED_TASK_SERVER_TYPES, Autoscaling, Results, TaskServerSpec
 from .yaml_source import YamlDocument, YamlSourceError, parse_yaml, read_yaml
@@ -260,6 +260,12 @@ def _check_broker_references(brokers: list[tuple[Path, AnyBrokerSpec]],
                 f"no broker named {server.broker_resource_name!r} in this stack (brokers here: {existing})",
                 _did_you_mean(server.broker_resource_name, [str(n) for n in declared if n],
                               "name one of this stack's brokers, or add a `broker:` with that name"))
+            continue
+        if isinstance(broker, RabbitMQBrokerSpec) and server.results.enabled:
+            add(path + ("results", "enabled"),
+                f"broker {broker.name!r} is RabbitMQ; stored task results need a Redis broker to keep them",
+                "remove `results` (agents may still use Celery's rpc:// results, which need nothing here), "
+                "or point this task server at a Redis broker")
             continue
         if server.namespace is not None and server.namespace != broker.namespace:
             add(path + ("namespace",),
