@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .rabbitmq import LocalRabbitMQCluster
+
 Manifest = dict[str, Any]
 REDIS_PORT = 6379
+AMQP_PORT = 5672
 
 TRANSLATIONS = (
     "Service DNS name and port (<broker>.<ns>.svc.cluster.local:6379) -> 127.0.0.1:<free port>, in env values "
@@ -37,6 +40,8 @@ TRANSLATIONS = (
     "TMPDIR points at the pod's /tmp volume, since the process does not see the rendered mount",
     "the Redis pod's sidecars get `REDIS_PORT` = the free port, the port Redis listens on here",
     "`sh` -> the machine's sh (the Redis image's busybox sh there)",
+    "a RabbitMQ broker runs as localrun/rabbitmq.py's cluster (its own TRANSLATIONS), and its Service "
+    "<broker>.<ns>.svc.cluster.local:5672 -> that cluster's local Service proxy",
 )
 
 _VAR_REF = re.compile(r"\$\((\w+)\)|\$\$")
@@ -114,6 +119,7 @@ class LocalStack:
     worker_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "worker")
     _processes: list[LocalProcess] = field(default_factory=list)
     _brokers: dict[str, _Broker] = field(default_factory=dict)
+    _clusters: list[LocalRabbitMQCluster] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +171,9 @@ class LocalStack:
 
     def _translate_hosts(self, text: str) -> str:
         for b in self._brokers.values():
-            text = text.replace(f"{b.host}:{REDIS_PORT}", f"127.0.0.1:{b.port}").replace(b.host, "127.0.0.1")
+            for port in (REDIS_PORT, AMQP_PORT):
+                text = text.replace(f"{b.host}:{port}", f"127.0.0.1:{b.port}")
+            text = text.replace(b.host, "127.0.0.1")
         return text
 
     def _env(self, container: Manifest, pod_name: str, mounts: dict[str, Path]) -> dict[str, str]:
@@ -319,6 +327,23 @@ class LocalStack:
         process.signal(signal.SIGTERM)
         return process.wait(timeout)
 
+    def start_rabbitmq(self, broker: str, wait: float = 120) -> LocalRabbitMQCluster:
+        """A RabbitMQ broker's nodes, with the rendered rabbitmq.conf, plugins, definitions and
+        Erlang cookie, clustered; its URLs then point at the cluster's Service proxy."""
+        b = self._brokers[broker]
+        pod = b.statefulset["spec"]["template"]["spec"]
+        (config,) = [v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v]
+        data = self._object("ConfigMap", config)["data"]
+        secret = self.secret_name(broker)
+        cluster = LocalRabbitMQCluster(
+            self.workdir / broker, conf=data["rabbitmq.conf"], enabled_plugins=data["enabled_plugins"],
+            definitions=self._secret_value(secret, "definitions.json"),
+            cookie=self._secret_value(secret, "erlang-cookie"), nodes=int(b.statefulset["spec"]["replicas"]))
+        self._clusters.append(cluster)
+        cluster.start(wait)
+        b.port = cluster.service_port()
+        return cluster
+
     # --- task servers --------------------------------------------------------------------
 
     def _pod(self, server: str) -> Manifest:
@@ -402,6 +427,8 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 pass
             process.kill_all()
+        for cluster in self._clusters:
+            cluster.close()
 
     def __enter__(self) -> LocalStack:
         return self

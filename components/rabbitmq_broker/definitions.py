@@ -1,5 +1,9 @@
-"""The broker's definitions file: users, permissions, the dead-letter queue and each task
-server's delivery limit, imported at boot and re-imported by the definitions-sync sidecar.
+"""The broker's definitions file: users, permissions and each task server's delivery limit,
+imported at boot and re-imported by the definitions-sync sidecar.
+
+The dead-letter exchange and queue the policies name are declared by the workers instead
+(worker/gru_worker/dead_letter.py): a quorum queue declared from the definitions at boot,
+before the nodes have clustered, would get a single member for good.
 
 It lives in the broker's Secret (it carries password hashes). RabbitMQ stores only salted
 SHA-256 hashes; the salt is derived from the password, so the same passwords always render
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from .rabbitmq_config import VHOST
 
 HASHING = "rabbit_password_hashing_sha256"
+# What the workers declare (gru_worker.dead_letter; a test holds the two to the same names).
 DEAD_LETTER_EXCHANGE = "gru.dead-letter"
 DEAD_LETTER_QUEUE = "gru.dead-letter"
 
@@ -88,12 +93,6 @@ def definitions(passwords: dict[str, str], limits: list[DeliveryLimit]) -> str:
         "vhosts": [{"name": VHOST}],
         "permissions": [{"user": u.name, "vhost": VHOST, "configure": u.permissions[0],
                          "write": u.permissions[1], "read": u.permissions[2]} for u in USERS],
-        "exchanges": [{"name": DEAD_LETTER_EXCHANGE, "vhost": VHOST, "type": "fanout", "durable": True,
-                       "auto_delete": False, "internal": False, "arguments": {}}],
-        "queues": [{"name": DEAD_LETTER_QUEUE, "vhost": VHOST, "durable": True, "auto_delete": False,
-                    "arguments": {"x-queue-type": "quorum"}}],
-        "bindings": [{"source": DEAD_LETTER_EXCHANGE, "vhost": VHOST, "destination": DEAD_LETTER_QUEUE,
-                      "destination_type": "queue", "routing_key": "", "arguments": {}}],
         "policies": [policy(limit) for limit in limits],
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"

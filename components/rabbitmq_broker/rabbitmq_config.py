@@ -59,6 +59,10 @@ def rabbitmq_conf(spec: RabbitMQBrokerSpec, cluster_name: str, consumer_timeout_
         f"disk_free_limit.absolute = {spec.disk_free_limit_bytes}",
         # Each queue's leader on the node with the fewest, so no node carries them all.
         "queue_leader_locator = balanced",
+        # A quorum queue that lost a member (a node replaced with an empty volume) grows back
+        # to one member per node, so its majority again survives losing a node.
+        "quorum_queue.continuous_membership_reconciliation.enabled = true",
+        f"quorum_queue.continuous_membership_reconciliation.target_group_size = {spec.replicas}",
         "log.console = true",
         "log.console.level = info",
         "log.file = false",

@@ -6,13 +6,14 @@ import time
 
 from celery import Celery
 
-from . import deliveries, health
+from . import dead_letter, deliveries, health
 from .settings import settings_from_env
 
 app = Celery("gru_worker")
 app.conf.update(settings_from_env())
 health.install(app)
 deliveries.install(app)
+dead_letter.install(app)
 
 
 @app.task(name="gru.ping")

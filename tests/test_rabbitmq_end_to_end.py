@@ -1,0 +1,278 @@
+"""The rendered RabbitMQ broker and workers as local processes: three real rabbitmq-server nodes
+(Debian's, clustered with the rendered config through localrun/), real Celery workers with the
+rendered command and environment, and the scenarios a cluster exists for. Each test counts
+tasks lost and tasks run twice from the workers' own logs."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from kombu import Connection
+
+from gru.render import render_stack, write_manifests
+from gru_worker.settings import settings_from_env
+from localrun import LocalStack
+from localrun.rabbitmq import LocalRabbitMQCluster
+
+from .conftest import make_password
+
+PASSWORD = make_password()
+# Short tasks: a grace period of 3 + 5 = 8 s keeps shutdowns quick.
+STACK = """
+broker:
+  type: rabbitmq
+  name: rabbit
+task_server:
+  type: celery
+  name: task_server
+  replicas: 2
+  concurrency_per_replica: 2
+  broker_resource_name: rabbit
+  max_task_seconds: 3
+  broker_wait_seconds: 60
+"""
+SERVER = "task-server"
+_SUCCEEDED = re.compile(r"Task gru\.sleep\[([0-9a-f-]+)\] succeeded")
+
+MakeStack = Callable[..., LocalStack]
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[MakeStack]:
+    started: list[LocalStack] = []
+
+    def make(text: str = STACK) -> LocalStack:
+        stacks = tmp_path / "stacks"
+        stacks.mkdir(exist_ok=True)
+        (stacks / "e2e.yaml").write_text(text)
+        rendered = tmp_path / "rendered"
+        write_manifests(render_stack("e2e", stacks, show_secrets=True, secret_config={"gru:rabbit-password": PASSWORD}),
+                        rendered)
+        stack = LocalStack.from_directory(rendered, tmp_path / "run")
+        started.append(stack)
+        return stack
+
+    yield make
+    for stack in started:
+        stack.close()
+        assert all(not p.running() for p in stack._processes)
+
+
+def agent(stack: LocalStack) -> Celery:
+    """An agent: the rendered broker-url and the same Celery settings as the workers."""
+    app = Celery("agent")
+    app.conf.update(settings_from_env({"CELERY_BROKER_URL": stack.broker_url("rabbit")}))
+    return app
+
+
+def fleet(make_stack: MakeStack, text: str = STACK) -> tuple[LocalStack, LocalRabbitMQCluster, Celery]:
+    stack = make_stack(text)
+    cluster = stack.start_rabbitmq("rabbit")
+    replicas = stack.deployment(SERVER)["spec"]["replicas"]
+    stack.start_replicas(SERVER)
+    stack.wait_workers_ready(SERVER, range(replicas))
+    return stack, cluster, agent(stack)
+
+
+def runs(stack: LocalStack) -> Counter[str]:
+    """How many times each task id ran to success, from every worker's log."""
+    counts: Counter[str] = Counter()
+    for process in stack._processes:
+        if process.name.startswith(f"{SERVER}-local-") and not process.name.endswith("-init"):
+            counts.update(_SUCCEEDED.findall(process.log()))
+    return counts
+
+
+def wait_all_ran(stack: LocalStack, ids: list[str], timeout: float) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = runs(stack)
+        if all(counts[i] for i in ids) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)
+
+
+class Publisher(threading.Thread):
+    """An agent sending short tasks steadily; records the id of every publish RabbitMQ confirmed."""
+
+    def __init__(self, app: Celery, seconds: float = 0.2, every: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.app, self.seconds, self.every = app, seconds, every
+        self.confirmed: list[str] = []
+        self.failed = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            task_id = uuid.uuid4().hex
+            try:
+                # A publish returns only once the queue's majority has the task (publisher confirms);
+                # a failed publish is the agent's to retry, and is not counted as accepted.
+                self.app.send_task("gru.sleep", args=[self.seconds, task_id], task_id=task_id, retry=True,
+                                   retry_policy={"max_retries": 30, "interval_start": 0.2, "interval_step": 0.2,
+                                                 "interval_max": 1})
+                self.confirmed.append(task_id)
+            except Exception:  # noqa: BLE001 - counted: an unconfirmed publish is not an accepted task
+                self.failed += 1
+            time.sleep(self.every)
+
+
+def report(name: str, sent: list[str], counts: Counter[str], stack: LocalStack | None = None) -> tuple[int, int]:
+    lost = [i for i in sent if not counts[i]]
+    duplicated = sum(1 for i in sent if counts[i] > 1)
+    print(f"\n[{name}] accepted={len(sent)} lost={len(lost)} duplicated={duplicated}")
+    for task_id in lost[:3] if stack is not None else []:
+        # What every process said about a lost task, for the failure report.
+        print(f"  lost {task_id}:", *[f"{p.name}: {line}" for p in stack._processes
+                                       for line in p.log().splitlines() if task_id in line], sep="\n    ")
+    return len(lost), duplicated
+
+
+def test_tasks_flow_through_the_rendered_cluster_and_countdowns_wait(make_stack: MakeStack) -> None:
+    stack, cluster, app = fleet(make_stack)
+    assert cluster.running_nodes(0) == {f"rabbit-{i}@localhost" for i in range(3)}
+    ids = [app.send_task("gru.sleep", args=[0.05, "x"]).id for _ in range(40)]
+    # ETA tasks take Celery's native delayed delivery (quorum queues cannot hold them in a worker).
+    started = time.monotonic()
+    delayed = app.send_task("gru.sleep", args=[0.01, "later"], countdown=3).id
+    counts = wait_all_ran(stack, [*ids, delayed], 60)
+    assert report("flow", [*ids, delayed], counts, stack) == (0, 0)
+    assert time.monotonic() - started >= 3
+    # The task queue is a quorum queue on every node, with the task server's delivery limit.
+    queues = cluster.rabbitmqctl(0, "list_queues", "name", "type", "policy", "--formatter", "json")
+    assert '"name":"celery"' in queues.replace(" ", "") and '"type":"quorum"' in queues.replace(" ", "")
+    assert "gru-task_server" in queues
+
+
+def test_a_node_killed_while_tasks_flow_loses_no_task(make_stack: MakeStack) -> None:
+    stack, cluster, app = fleet(make_stack)
+    publisher = Publisher(app)
+    publisher.start()
+    time.sleep(5)
+    cluster.kill(0)  # SIGKILL: the seed node, and the leader of the queue (declared there first)
+    time.sleep(10)
+    publisher.stop.set()
+    publisher.join(60)
+    counts = wait_all_ran(stack, publisher.confirmed, 120)
+    lost, duplicated = report("node SIGKILL", publisher.confirmed, counts, stack)
+    assert len(publisher.confirmed) > 100
+    assert lost == 0
+    assert all(p.running() for p in stack._processes if p.name.startswith(f"{SERVER}-local-") and not p.name.endswith("-init"))
+
+
+def workers(stack: LocalStack) -> list[str]:
+    return [p.name for p in stack._processes if p.name.startswith(f"{SERVER}-local-") and not p.name.endswith("-init")]
+
+
+def all_workers_up(stack: LocalStack) -> bool:
+    return all(p.running() for p in stack._processes if p.name in workers(stack))
+
+
+def test_a_rolling_restart_of_every_node_loses_no_task(make_stack: MakeStack) -> None:
+    """Each node in turn as the StatefulSet rolls it: the rendered preStop hook waits until its
+    quorum queues keep a majority without it, then the node stops (SIGTERM) and comes back."""
+    stack, cluster, app = fleet(make_stack)
+    rabbit = stack._object("StatefulSet", "rabbit")["spec"]["template"]["spec"]["containers"][0]
+    pre_stop = rabbit["lifecycle"]["preStop"]["exec"]["command"]
+    publisher = Publisher(app)
+    publisher.start()
+    time.sleep(3)
+    for index in (2, 1, 0):  # the StatefulSet controller's order
+        cluster.cli(index, pre_stop[0], *pre_stop[1:], timeout=120)
+        cluster.stop(index)
+        cluster.restart(index)
+    publisher.stop.set()
+    publisher.join(60)
+    counts = wait_all_ran(stack, publisher.confirmed, 120)
+    lost, duplicated = report("rolling restart", publisher.confirmed, counts, stack)
+    assert len(publisher.confirmed) > 100
+    assert lost == 0
+    assert all_workers_up(stack)
+
+
+def test_the_task_of_a_killed_worker_is_delivered_again(make_stack: MakeStack) -> None:
+    stack, _, app = fleet(make_stack)
+    task_id = app.send_task("gru.sleep", args=[2.0, "t"]).id
+    deadline = time.monotonic() + 30
+    holder = None
+    while holder is None and time.monotonic() < deadline:
+        holder = next((p for p in stack._processes if p.name in workers(stack)
+                       and f"Task gru.sleep[{task_id}] received" in p.log()), None)
+        time.sleep(0.05)
+    assert holder is not None
+    holder.kill_all()  # the pod's processes, SIGKILLed mid-task (an OOM kill, a lost node)
+    counts = wait_all_ran(stack, [task_id], 60)
+    assert report("worker SIGKILL", [task_id], counts, stack) == (0, 0)
+    assert f"Task gru.sleep[{task_id}] succeeded" not in holder.log()
+
+
+def test_a_disk_alarm_blocks_publishers_and_workers_stay_up(make_stack: MakeStack) -> None:
+    stack, cluster, app = fleet(make_stack)
+    for index in range(3):  # every node's volume "full": the alarm blocks publishing cluster-wide
+        cluster.rabbitmqctl(index, "set_disk_free_limit", "100000GB")
+    published: list[str] = []
+    thread = threading.Thread(target=lambda: published.append(
+        app.send_task("gru.sleep", args=[0.01, "blocked"]).id), daemon=True)
+    thread.start()
+    thread.join(8)
+    assert not published, "a publish went through while the broker's disk alarm was on"
+    assert all_workers_up(stack)
+    assert all(stack.health_file(SERVER, i, "alive").exists() for i in range(2))
+    limit = re.search(r"^disk_free_limit.absolute = (\d+)$", stack._object("ConfigMap", "rabbit-config")["data"]["rabbitmq.conf"], re.M)
+    assert limit is not None
+    for index in range(3):
+        cluster.rabbitmqctl(index, "set_disk_free_limit", limit.group(1))
+    thread.join(60)
+    assert published
+    counts = wait_all_ran(stack, published, 60)
+    assert report("disk alarm", published, counts, stack) == (0, 0)
+
+
+POISON_APP = """
+import os
+import signal
+
+from gru_worker.app import app
+
+
+@app.task(name="test.crash")
+def crash() -> None:
+    # What the OOM killer does to a task that eats memory: the pool process dies at once.
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_poison_task_goes_to_the_dead_letter_queue_and_the_worker_stays_up(
+        make_stack: MakeStack, tmp_path: Path) -> None:
+    (tmp_path / "poison_app.py").write_text(POISON_APP)
+    text = STACK.replace("replicas: 2", "replicas: 1") + "  app: poison_app\n  max_deliveries: 3\n"
+    stack = make_stack(text)
+    stack.start_rabbitmq("rabbit")
+    worker = stack.start_pod(SERVER, 0, extra_env={"PYTHONPATH": f"{stack.worker_dir}{os.pathsep}{tmp_path}"})
+    stack.wait_workers_ready(SERVER, [0])
+    app = agent(stack)
+    poison = app.send_task("test.crash").id
+    dead: list[dict[str, object]] = []
+    deadline = time.monotonic() + 90
+    with Connection(stack.broker_url("rabbit", key="worker-url")) as connection:
+        while not dead and time.monotonic() < deadline:
+            with connection.channel() as channel:
+                message = channel.basic_get("gru.dead-letter", no_ack=True)
+            if message is not None:
+                dead.append(dict(message.headers or {}))
+            time.sleep(0.5)
+    assert dead and dead[0]["id"] == poison
+    # Delivered exactly max_deliveries times, then dead-lettered instead of delivered again.
+    assert worker.log().count(f"Task test.crash[{poison}] received") == 3
+    assert worker.running()
+    ok = app.send_task("gru.sleep", args=[0.01, "after"]).id
+    assert report("poison, then a normal task", [ok], wait_all_ran(stack, [ok], 30), stack) == (0, 0)
