@@ -9,7 +9,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,9 @@ from gru.render import render_stack, write_manifests
 from gru_worker.settings import settings_from_env
 from localrun import LocalStack
 from localrun.rabbitmq import LocalRabbitMQCluster
+from localrun.tally import Publisher, tally
+from localrun.tally import runs as tally_runs
+from localrun.tally import wait_all_ran as tally_wait
 
 from .conftest import make_password
 
@@ -41,7 +43,6 @@ task_server:
   broker_wait_seconds: 60
 """
 SERVER = "task-server"
-_SUCCEEDED = re.compile(r"Task gru\.sleep\[([0-9a-f-]+)\] succeeded")
 
 MakeStack = Callable[..., LocalStack]
 
@@ -84,57 +85,21 @@ def fleet(make_stack: MakeStack, text: str = STACK) -> tuple[LocalStack, LocalRa
 
 
 def runs(stack: LocalStack) -> Counter[str]:
-    """How many times each task id ran to success, from every worker's log."""
-    counts: Counter[str] = Counter()
-    for process in stack._processes:
-        if process.name.startswith(f"{SERVER}-local-") and not process.name.endswith("-init"):
-            counts.update(_SUCCEEDED.findall(process.log()))
-    return counts
+    return tally_runs(stack, SERVER)
 
 
 def wait_all_ran(stack: LocalStack, ids: list[str], timeout: float) -> Counter[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = runs(stack)
-        if all(counts[i] for i in ids) or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.5)
-
-
-class Publisher(threading.Thread):
-    """An agent sending short tasks steadily; records the id of every publish RabbitMQ confirmed."""
-
-    def __init__(self, app: Celery, seconds: float = 0.2, every: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.app, self.seconds, self.every = app, seconds, every
-        self.confirmed: list[str] = []
-        self.failed = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            task_id = uuid.uuid4().hex
-            try:
-                # A publish returns only once the queue's majority has the task (publisher confirms);
-                # a failed publish is the agent's to retry, and is not counted as accepted.
-                self.app.send_task("gru.sleep", args=[self.seconds, task_id], task_id=task_id, retry=True,
-                                   retry_policy={"max_retries": 30, "interval_start": 0.2, "interval_step": 0.2,
-                                                 "interval_max": 1})
-                self.confirmed.append(task_id)
-            except Exception:  # noqa: BLE001 - counted: an unconfirmed publish is not an accepted task
-                self.failed += 1
-            time.sleep(self.every)
+    return tally_wait(stack, SERVER, ids, timeout)
 
 
 def report(name: str, sent: list[str], counts: Counter[str], stack: LocalStack | None = None) -> tuple[int, int]:
-    lost = [i for i in sent if not counts[i]]
-    duplicated = sum(1 for i in sent if counts[i] > 1)
-    print(f"\n[{name}] accepted={len(sent)} lost={len(lost)} duplicated={duplicated}")
-    for task_id in lost[:3] if stack is not None else []:
+    result = tally(sent, counts)
+    print("\n" + result.line(name))
+    for task_id in result.lost[:3] if stack is not None else []:
         # What every process said about a lost task, for the failure report.
         print(f"  lost {task_id}:", *[f"{p.name}: {line}" for p in stack._processes
                                        for line in p.log().splitlines() if task_id in line], sep="\n    ")
-    return len(lost), duplicated
+    return len(result.lost), len(result.duplicated)
 
 
 def test_tasks_flow_through_the_rendered_cluster_and_countdowns_wait(make_stack: MakeStack) -> None:
@@ -276,3 +241,13 @@ def test_a_poison_task_goes_to_the_dead_letter_queue_and_the_worker_stays_up(
     assert worker.running()
     ok = app.send_task("gru.sleep", args=[0.01, "after"]).id
     assert report("poison, then a normal task", [ok], wait_all_ran(stack, [ok], 30), stack) == (0, 0)
+
+
+def test_the_wait_for_rabbitmq_is_bounded_and_says_why(make_stack: MakeStack) -> None:
+    stack = make_stack(STACK.replace("broker_wait_seconds: 60", "broker_wait_seconds: 5"))
+    init = stack.start_wait_step(SERVER, 0)  # no node started: nothing answers on the broker's port
+    assert init.wait(30) == 1
+    log = init.log()
+    assert "to accept an authenticated AMQP connection (up to 5s)" in log
+    assert "did not answer within 5s (last reply: " in log and "giving up" in log
+    assert PASSWORD not in log and stack.secret_value("rabbit", "worker-url").split("@")[0] not in log

@@ -1,0 +1,80 @@
+"""Counting what happened to tasks in a local run: which an agent had accepted, and how many
+times each ran, read from the workers' own logs. Used by the end-to-end tests and by
+benchmarks/failures.py alike."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from celery import Celery
+
+from .runner import LocalStack
+
+_SUCCEEDED = re.compile(r"Task gru\.sleep\[([0-9a-f-]+)\] succeeded")
+
+
+def worker_names(stack: LocalStack, server: str) -> list[str]:
+    return [p.name for p in stack._processes if p.name.startswith(f"{server}-local-") and not p.name.endswith("-init")]
+
+
+def runs(stack: LocalStack, server: str) -> Counter[str]:
+    """How many times each `gru.sleep` task id ran to success, from every worker's log."""
+    counts: Counter[str] = Counter()
+    names = set(worker_names(stack, server))
+    for process in stack._processes:
+        if process.name in names:
+            counts.update(_SUCCEEDED.findall(process.log()))
+    return counts
+
+
+def wait_all_ran(stack: LocalStack, server: str, ids: list[str], timeout: float) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = runs(stack, server)
+        if all(counts[i] for i in ids) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)
+
+
+@dataclass
+class Tally:
+    accepted: int
+    lost: list[str]
+    duplicated: list[str]
+
+    def line(self, name: str) -> str:
+        return f"[{name}] accepted={self.accepted} lost={len(self.lost)} duplicated={len(self.duplicated)}"
+
+
+def tally(sent: list[str], counts: Counter[str]) -> Tally:
+    return Tally(len(sent), [i for i in sent if not counts[i]], [i for i in sent if counts[i] > 1])
+
+
+class Publisher(threading.Thread):
+    """An agent sending short `gru.sleep` tasks steadily; records the id of every publish the
+    broker accepted (with publisher confirms on RabbitMQ, a reply to the push on Redis)."""
+
+    def __init__(self, app: Celery, seconds: float = 0.2, every: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.app, self.seconds, self.every = app, seconds, every
+        self.confirmed: list[str] = []
+        self.failed = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            task_id = uuid.uuid4().hex
+            try:
+                # A failed publish is the agent's to retry, and is not counted as accepted.
+                self.app.send_task("gru.sleep", args=[self.seconds, task_id], task_id=task_id, retry=True,
+                                   retry_policy={"max_retries": 30, "interval_start": 0.2, "interval_step": 0.2,
+                                                 "interval_max": 1})
+                self.confirmed.append(task_id)
+            except Exception:  # noqa: BLE001 - counted: an unconfirmed publish is not an accepted task
+                self.failed += 1
+            time.sleep(self.every)
