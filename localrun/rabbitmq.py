@@ -269,7 +269,7 @@ class LocalRabbitMQCluster:
         cookie.chmod(0o400)  # Erlang refuses a cookie file others can read
         definitions_path = None
         if self.definitions is not None:
-            definitions_path = self.workdir / "definitions.json"
+            definitions_path = self.definitions_path
             definitions_path.write_text(self.definitions)
         conf = translate_conf(self.conf, nodes=self.nodes, amqp_port=node.amqp_port,
                               management_port=node.management_port, prometheus_port=node.prometheus_port,
@@ -465,6 +465,25 @@ class LocalRabbitMQCluster:
         self._launch(node)
         members = [n for n in self._nodes if n.running()]
         self._wait_formed([node, *(n for n in members if n is not node)], time.monotonic() + wait)
+
+    @property
+    def definitions_path(self) -> Path:
+        """The one definitions file every node loads at boot (a pod's mounted Secret file)."""
+        return self.workdir / "definitions.json"
+
+    def update_definitions(self, text: str) -> None:
+        """New definitions in place, as the kubelet refreshes a changed Secret (atomically)."""
+        self.definitions = text
+        fresh = self.definitions_path.with_name("definitions.json.new")
+        fresh.write_text(text)
+        fresh.replace(self.definitions_path)
+
+    def node_env(self, index: int) -> dict[str, str]:
+        """What a process in node `index`'s pod needs to speak to it (a sidecar's rabbitmqctl):
+        its node name, HOME with the cookie, the private epmd and the CLI's loopback args."""
+        env = self._env(self._nodes[index])
+        env["PATH"] = f"{RABBITMQ_BIN}{os.pathsep}{env.get('PATH', os.environ.get('PATH', ''))}"
+        return env
 
     def rabbitmqctl(self, index: int, *args: str, timeout: float = 60) -> str:
         return self.cli(index, "rabbitmqctl", *args, timeout=timeout)

@@ -42,6 +42,8 @@ TRANSLATIONS = (
     "`sh` -> the machine's sh (the Redis image's busybox sh there)",
     "a RabbitMQ broker runs as localrun/rabbitmq.py's cluster (its own TRANSLATIONS), and its Service "
     "<broker>.<ns>.svc.cluster.local:5672 -> that cluster's local Service proxy",
+    "a RabbitMQ pod's sidecars get their node's local name, HOME (cookie), epmd port and CLI path, and the "
+    "definitions file the local nodes load",
 )
 
 _VAR_REF = re.compile(r"\$\((\w+)\)|\$\$")
@@ -108,6 +110,7 @@ class _Broker:
     data_dir: Path | None = None
     process: LocalProcess | None = None
     sidecars: list[LocalProcess] = field(default_factory=list)
+    cluster: LocalRabbitMQCluster | None = None
 
 
 @dataclass
@@ -283,6 +286,11 @@ class LocalStack:
         """What `pulumi up` and the kubelet do to a changed Secret: new values in the object, and
         the files of the broker pod's Secret volume refreshed in place (the pod keeps running)."""
         self._object("Secret", self.secret_name(broker))["stringData"].update(string_data)
+        cluster = self._brokers[broker].cluster
+        if cluster is not None:
+            if "definitions.json" in string_data:
+                cluster.update_definitions(string_data["definitions.json"])
+            return
         pod, _ = self._redis_pod(broker)
         pod_dir = self.workdir / f"{broker}-0"
         for volume in pod["volumes"]:
@@ -340,9 +348,34 @@ class LocalStack:
             definitions=self._secret_value(secret, "definitions.json"),
             cookie=self._secret_value(secret, "erlang-cookie"), nodes=int(b.statefulset["spec"]["replicas"]))
         self._clusters.append(cluster)
+        b.cluster = cluster
         cluster.start(wait)
         b.port = cluster.service_port()
+        for index in range(cluster.nodes):
+            for container in pod["containers"]:
+                if container["name"] != "rabbitmq":
+                    self._start_rabbitmq_sidecar(broker, cluster, index, pod, container)
         return cluster
+
+    def _start_rabbitmq_sidecar(self, broker: str, cluster: LocalRabbitMQCluster, index: int, pod: Manifest,
+                                container: Manifest) -> LocalProcess:
+        """A sidecar of node `index`'s pod (definitions-sync), with the rendered command and env;
+        what makes it speak to its node (name, HOME, epmd) is the local node's, and the mounted
+        definitions file is the one the local nodes load."""
+        pod_name = f"{broker}-{index}"
+        pod_dir = self.workdir / pod_name
+        mounts = self._mounts(pod, container, pod_dir)
+        env = self._env(container, pod_name, mounts)
+        node = cluster.node_env(index)
+        for key in ("RABBITMQ_NODENAME", "RABBITMQ_USE_LONGNAME", "HOME", "PATH", "ERL_EPMD_PORT",
+                    "ERL_EPMD_ADDRESS", "RABBITMQ_CTL_ERL_ARGS"):
+            env[key] = node[key]
+        if "DEFINITIONS_FILE" in env:
+            env["DEFINITIONS_FILE"] = str(cluster.definitions_path)
+        argv = [self._translate_paths(expand(a, env), mounts) for a in container["command"] + container.get("args", [])]
+        process = self._spawn(f"{pod_name}-{container['name']}", argv, env, pod_dir)
+        self._brokers[broker].sidecars.append(process)
+        return process
 
     # --- task servers --------------------------------------------------------------------
 

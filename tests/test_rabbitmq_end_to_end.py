@@ -5,6 +5,7 @@ tasks lost and tasks run twice from the workers' own logs."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -12,11 +13,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from celery import Celery
 from kombu import Connection
 
+from components.rabbitmq_broker.definitions import password_hash
 from gru.render import render_stack, write_manifests
 from gru_worker.settings import settings_from_env
 from localrun import LocalStack
@@ -251,3 +254,43 @@ def test_the_wait_for_rabbitmq_is_bounded_and_says_why(make_stack: MakeStack) ->
     assert "to accept an authenticated AMQP connection (up to 5s)" in log
     assert "did not answer within 5s (last reply: " in log and "giving up" in log
     assert PASSWORD not in log and stack.secret_value("rabbit", "worker-url").split("@")[0] not in log
+
+
+def test_a_new_agent_password_reaches_the_running_cluster_with_no_restart(make_stack: MakeStack) -> None:
+    """`pulumi config set --secret rabbit-password ...` changes the Secret's definitions; each
+    pod's definitions-sync sidecar imports them into the running nodes."""
+    stack, cluster, _ = fleet(make_stack)
+    pids = [cluster.pid(i) for i in range(3)]
+    new_password = make_password()
+    definitions = json.loads(stack.secret_value("rabbit", "definitions.json"))
+    for user in definitions["users"]:
+        if user["name"] == "agent":
+            user["password_hash"] = password_hash("agent", new_password)
+    old_url = stack.broker_url("rabbit")
+    new_url = old_url.replace(quote(PASSWORD, safe=""), quote(new_password, safe=""))
+    assert new_url != old_url
+    stack.update_secret("rabbit", {"definitions.json": json.dumps(definitions)})
+    deadline = time.monotonic() + 60
+    accepted = False
+    while not accepted and time.monotonic() < deadline:
+        try:
+            with Connection(new_url, connect_timeout=5) as connection:
+                connection.connect()
+                accepted = True
+        except Exception:  # noqa: BLE001 - refused until the sidecar imported the file
+            time.sleep(1)
+    assert accepted, "\n".join(s.log()[-2000:] for s in stack._brokers["rabbit"].sidecars)
+    with pytest.raises(Exception, match="ACCESS_REFUSED"), Connection(old_url, connect_timeout=5) as connection:
+        connection.connect()
+    # Every pod's sidecar imported the file at its start and again after the change.
+    deadline = time.monotonic() + 30
+    sidecars = stack._brokers["rabbit"].sidecars
+    while time.monotonic() < deadline and not all(s.log().count("imported definitions") >= 2 for s in sidecars):
+        time.sleep(1)
+    assert len(sidecars) == 3 and all(s.log().count("imported definitions") >= 2 for s in sidecars)
+    # No node restarted, and the workers (their own user) never noticed.
+    assert [cluster.pid(i) for i in range(3)] == pids
+    app = Celery("agent")
+    app.conf.update(settings_from_env({"CELERY_BROKER_URL": new_url}))
+    task = app.send_task("gru.sleep", args=[0.01, "new"]).id
+    assert report("after the password change", [task], wait_all_ran(stack, [task], 30), stack) == (0, 0)
