@@ -112,7 +112,7 @@ def test_tasks_flow_through_the_rendered_cluster_and_countdowns_wait(make_stack:
     # ETA tasks take Celery's native delayed delivery (quorum queues cannot hold them in a worker).
     started = time.monotonic()
     delayed = app.send_task("gru.sleep", args=[0.01, "later"], countdown=3).id
-    counts = wait_all_ran(stack, [*ids, delayed], 60)
+    counts = wait_all_ran(stack, [*ids, delayed], 120)
     assert report("flow", [*ids, delayed], counts, stack) == (0, 0)
     assert time.monotonic() - started >= 3
     # The task queue is a quorum queue on every node, with the task server's delivery limit.
