@@ -197,6 +197,8 @@ task_server:
     ("  password_rotation: x\n", "broker.password_rotation: unknown field"),
     ("  memory_high_watermark: 0.95\n", "broker.memory_high_watermark: must be at most 0.9"),
     ("  metrics: {service_monitor: true}\n", "a ServiceMonitor needs the metrics endpoint"),
+    ("  memory_high_watermark: '0.5'\n", "broker.memory_high_watermark: must be a number, got '0.5' (text)"),
+    ("  disk_free_limit: true\n", "broker.disk_free_limit: must be a quantity, got true (a boolean)"),
 ])
 def test_rabbitmq_mistakes_are_reported_before_anything_is_applied(extra: str, expected: str) -> None:
     text = RABBIT_YAML.replace("name: rabbit\n", "name: rabbit\n" + extra, 1)

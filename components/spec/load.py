@@ -26,7 +26,7 @@ NESTED_MODELS: dict[str, type[BaseModel]] = {
     "storage": BrokerStorage, "resources": ComputeResources, "metrics": BrokerMetrics,
     "autoscaling": Autoscaling, "tolerations": Toleration, "results": Results,
 }
-QUANTITY_FIELDS = {"cpu_request", "memory_request", "cpu_limit", "memory_limit", "size"}
+QUANTITY_FIELDS = {"cpu_request", "memory_request", "cpu_limit", "memory_limit", "size", "disk_free_limit"}
 # Names pydantic puts in an error's location besides the user's keys: model and type names.
 _ALL_MODELS: list[type[BaseModel]] = [*SECTIONS.values(), *NESTED_MODELS.values(), *BROKER_MODELS.values(),
                                       RabbitMQMetrics]
@@ -191,6 +191,8 @@ def _add_pydantic_error(section: str, base: Path, error: Any, add: Any, model: t
                  "less_than_equal": "at most", "less_than": "less than"}[kind]
         limit = next(iter(ctx.values()))
         add(path, f"must be {bound} {limit}, got {got!r}", f"use a value {bound} {limit}")
+    elif kind == "float_type":
+        add(path, f"must be a number, got {_describe(got)}", "write a plain number without quotes, like 0.6")
     elif kind == "string_type" and field in QUANTITY_FIELDS:
         add(path, f"must be a quantity, got {_describe(got)}",
             "write it like 0.5 or '500m' for CPU, '256Mi' or '8Gi' for memory and storage")
