@@ -24,7 +24,7 @@ from . import api
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
-Deploy the agent platform's task-processing tier (a Redis broker and Celery task servers) to
+Deploy the agent platform's task-processing tier (a Redis or RabbitMQ broker and Celery task servers) to
 Kubernetes: one Pulumi stack per cluster, whose components are declared in stacks/<stack>.yaml.
 
 validate and render need nothing but Python. component setup, preview, up, destroy and outputs

@@ -277,7 +277,7 @@ def _command_failure(what: str, error: Exception) -> str:
 _KNOWN_REFUSALS = (
     ("updates to statefulset spec for fields other than",
      "Kubernetes forbids this edit of the broker's StatefulSet in place (its volume claim template: "
-     "storage.storage_class or storage.enabled). Nothing was changed. Undo the edit; to move Redis to other "
+     "storage.storage_class or storage.enabled). Nothing was changed. Undo the edit; to move the broker to other "
      "storage, drain its queues and deploy a broker under a new name (see the README's table of what each "
      "edit does)."),
 )
