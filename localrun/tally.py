@@ -26,9 +26,10 @@ def runs(stack: LocalStack, server: str) -> Counter[str]:
     """How many times each `gru.sleep` task id ran to success, from every worker's log."""
     counts: Counter[str] = Counter()
     names = set(worker_names(stack, server))
-    for process in stack._processes:
-        if process.name in names:
-            counts.update(_SUCCEEDED.findall(process.log()))
+    # A pod started again (after a crash) appends to the same log: read each log once.
+    logs = {process.log_path: process for process in stack._processes if process.name in names}
+    for process in logs.values():
+        counts.update(_SUCCEEDED.findall(process.log()))
     return counts
 
 
