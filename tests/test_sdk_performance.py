@@ -1,4 +1,4 @@
-"""The two SDK fixes in components/sdk_performance.py keep the SDK's contracts."""
+"""The SDK fixes in components/sdk_performance.py keep the SDK's contracts."""
 
 from __future__ import annotations
 
@@ -61,3 +61,43 @@ def test_install_raises_the_first_gc_generation() -> None:
         assert gc.get_threshold()[0] == sdk_performance.GC_FIRST_GENERATION
     finally:
         gc.set_threshold(*before)
+
+
+def test_contains_unknowns_answers_as_the_sdks_own() -> None:
+    from pulumi.output import Unknown
+
+    original = sdk_performance._SDK_CONTAINS_UNKNOWNS  # as the SDK had it, before install()
+    assert original is not sdk_performance.contains_unknowns
+    unknown = Unknown()
+    shared = {"a": [1, "x"]}
+    cyclic: dict[str, object] = {"k": 1}
+    cyclic["self"] = cyclic
+    values = [
+        {"spec": {"template": {"spec": {"containers": [{"env": [{"name": "A", "value": "1"}] * 50}]}}}},
+        {"spec": {"containers": [{"image": unknown}]}},
+        [shared, shared, {"deep": [[[unknown]]]}],
+        cyclic, "text", 7, None, unknown, [], {},
+    ]
+    for value in values:
+        assert sdk_performance.contains_unknowns(value) == original(value), value
+    assert sdk_performance.contains_unknowns({"x": [unknown]}) is True
+    assert sdk_performance.contains_unknowns(cyclic) is False
+
+
+def test_install_replaces_a_quadratic_contains_unknowns_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pulumi.runtime import rpc
+
+    def quadratic(val: object) -> bool:
+        def impl(val: object, stack: list[object]) -> bool:
+            return bool(stack)
+        return impl(val, [])
+
+    def linear(val: object) -> bool:
+        return False
+
+    monkeypatch.setattr(rpc, "contains_unknowns", quadratic)
+    sdk_performance.install()
+    assert rpc.contains_unknowns is sdk_performance.contains_unknowns
+    monkeypatch.setattr(rpc, "contains_unknowns", linear)
+    sdk_performance.install()
+    assert rpc.contains_unknowns is linear
