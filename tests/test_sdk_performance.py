@@ -101,3 +101,22 @@ def test_install_replaces_a_quadratic_contains_unknowns_only(monkeypatch: pytest
     monkeypatch.setattr(rpc, "contains_unknowns", linear)
     sdk_performance.install()
     assert rpc.contains_unknowns is linear
+
+
+def test_type_checks_answer_as_the_sdks_own() -> None:
+    import pulumi
+    from pulumi.output import Unknown
+    from pulumi.runtime import known_types
+
+    originals = sdk_performance._SDK_TYPE_CHECKS
+    assert set(originals) == set(sdk_performance._known_type_classes())
+    assert all(sdk_performance._imports_per_call(f) for f in originals.values())  # the SDK's own, pinned 3.184
+    samples = [pulumi.Output.from_input(1), Unknown(), pulumi.StringAsset("x"), pulumi.AssetArchive({}),
+               pulumi.CustomTimeouts(create="1m"), 1, "s", None, {}, []]
+    sdk_performance.install()
+    for name, original in originals.items():
+        replaced = getattr(known_types, name)
+        assert not sdk_performance._imports_per_call(replaced), name
+        for sample in samples:
+            assert replaced(sample) == original(sample), (name, sample)
+    assert known_types.is_output(samples[0]) and known_types.is_unknown(samples[1])
