@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
 
 from celery import Celery  # noqa: E402
+from local_brokers import BROKERS  # noqa: E402
 
 from gru.render import render_stack  # noqa: E402
 from gru_worker.settings import settings_from_env  # noqa: E402
@@ -50,21 +51,18 @@ task_server:
   max_task_seconds: 3
 """
 SERVER = "task-server"
-NAMES = {"redis": "redis", "rabbitmq": "rabbit"}
 
 
 class Broker:
     """One rendered broker, started locally, with the failures a scenario inflicts on it."""
 
     def __init__(self, kind: str, stack: LocalStack) -> None:
-        self.kind, self.stack, self.name = kind, stack, NAMES[kind]
+        self.kind, self.stack, self.name = kind, stack, BROKERS[kind]
         self.cluster: LocalRabbitMQCluster | None = None
 
     def start(self) -> None:
-        if self.kind == "rabbitmq":
-            self.cluster = self.stack.start_rabbitmq(self.name)
-        else:
-            self.stack.start_broker(self.name)
+        self.stack.start_any_broker(self.name)
+        self.cluster = self.stack._brokers[self.name].cluster
 
     def crash(self) -> None:
         if self.cluster is not None:
@@ -101,7 +99,7 @@ def scenario(kind: str, inflict: Callable[[Broker, LocalStack], None], flow: flo
     with tempfile.TemporaryDirectory() as tmp:
         stacks = Path(tmp) / "stacks"
         stacks.mkdir()
-        (stacks / "bench.yaml").write_text(STACK.format(broker=kind, name=NAMES[kind]))
+        (stacks / "bench.yaml").write_text(STACK.format(broker=kind, name=BROKERS[kind]))
         objects = [o.manifest for o in render_stack("bench", stacks, show_secrets=True)]
         with LocalStack(objects, Path(tmp) / "run") as stack:
             broker = Broker(kind, stack)
@@ -109,7 +107,7 @@ def scenario(kind: str, inflict: Callable[[Broker, LocalStack], None], flow: flo
             stack.start_replicas(SERVER)
             stack.wait_workers_ready(SERVER, range(2))
             agent = Celery("agent")
-            agent.conf.update(settings_from_env({"CELERY_BROKER_URL": stack.broker_url(NAMES[kind])}))
+            agent.conf.update(settings_from_env({"CELERY_BROKER_URL": stack.broker_url(BROKERS[kind])}))
             publisher = Publisher(agent)
             publisher.start()
             time.sleep(flow / 3)

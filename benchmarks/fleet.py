@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
 
 from celery import Celery  # noqa: E402
+from local_brokers import BROKERS, start_broker, with_fresh_starts  # noqa: E402
 
 from gru.render import render_stack  # noqa: E402
 from gru_worker.settings import settings_from_env  # noqa: E402
@@ -67,7 +68,6 @@ task_server:
   broker_resource_name: {name}
   max_task_seconds: 60
 """
-BROKERS = {"redis": "redis", "rabbitmq": "rabbit"}  # broker type -> the stack's broker name
 SERVER = "fleet"
 CELERY_DEFAULTS = {
     "replace_args": {"--prefetch-multiplier=1": "--prefetch-multiplier=4"},
@@ -135,28 +135,10 @@ def wait_done(stack: LocalStack, ids: list[str], timeout: float) -> list[float]:
         time.sleep(0.5)
 
 
-class BrokerStartError(Exception):
-    pass
-
-
-def start_broker(stack: LocalStack, broker: str) -> None:
-    if broker == "redis":
-        stack.start_broker(BROKERS[broker])
-        return
-    try:
-        stack.start_rabbitmq(BROKERS[broker])
-    except RuntimeError as error:  # a free port taken by another process before a node bound it
-        raise BrokerStartError(str(error)[:300]) from error
-
 
 def run_fleet(broker: str, replicas: int, concurrency: int, work: list[float],
               variant: dict[str, dict[str, str]]) -> tuple[float, float]:
-    for attempt in range(3):
-        try:
-            return run_once(broker, replicas, concurrency, work, variant)
-        except BrokerStartError as error:
-            print(f"# {broker} did not start (attempt {attempt + 1}), again in a fresh directory: {error}")
-    raise RuntimeError(f"{broker} did not start in 3 attempts")
+    return with_fresh_starts(broker, lambda: run_once(broker, replicas, concurrency, work, variant))
 
 
 def run_once(broker: str, replicas: int, concurrency: int, work: list[float],

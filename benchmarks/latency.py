@@ -45,6 +45,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
 import amqp  # noqa: E402
 import redis  # noqa: E402
 from celery import Celery  # noqa: E402
+from local_brokers import BROKERS, start_broker, with_fresh_starts  # noqa: E402
 
 from gru.render import render_stack  # noqa: E402
 from gru_worker.settings import settings_from_env  # noqa: E402
@@ -61,7 +62,6 @@ task_server:
   max_task_seconds: 60
   app: latency_app
 """
-BROKERS = {"redis": "redis", "rabbitmq": "rabbit"}  # broker type -> the stack's broker name
 FLOORS = {"redis": "bare LPUSH -> BRPOP", "rabbitmq": "bare publish -> consume (quorum)"}
 APP = '''
 import os
@@ -223,19 +223,6 @@ def amqp_floor_throughput(url: str, count: int) -> float:
     return count / elapsed
 
 
-class BrokerStartError(Exception):
-    pass
-
-
-def start_broker(stack: LocalStack, broker: str) -> None:
-    if broker == "redis":
-        stack.start_broker(BROKERS[broker])
-        return
-    try:
-        stack.start_rabbitmq(BROKERS[broker])
-    except RuntimeError as error:  # a free port taken by another process before a node bound it
-        raise BrokerStartError(str(error)[:300]) from error
-
 
 def agent(url: str, **settings: Any) -> Celery:
     """An agent configured as the workers are (on RabbitMQ: quorum queues, topic exchange,
@@ -246,12 +233,7 @@ def agent(url: str, **settings: Any) -> Celery:
 
 
 def measure(broker: str, samples: int, hold_seconds: float, variant: dict[str, dict[str, str]]) -> dict[str, float]:
-    for attempt in range(3):
-        try:
-            return measure_once(broker, samples, hold_seconds, variant)
-        except BrokerStartError as error:
-            print(f"# {broker} did not start (attempt {attempt + 1}), again in a fresh directory: {error}")
-    raise RuntimeError(f"{broker} did not start in 3 attempts")
+    return with_fresh_starts(broker, lambda: measure_once(broker, samples, hold_seconds, variant))
 
 
 def measure_once(broker: str, samples: int, hold_seconds: float, variant: dict[str, dict[str, str]]) -> dict[str, float]:

@@ -335,6 +335,14 @@ class LocalStack:
         process.signal(signal.SIGTERM)
         return process.wait(timeout)
 
+    def start_any_broker(self, broker: str) -> None:
+        """Start `broker` as whichever type it was rendered: Redis, or a RabbitMQ cluster."""
+        containers = self._brokers[broker].statefulset["spec"]["template"]["spec"]["containers"]
+        if any(c["name"] == "rabbitmq" for c in containers):
+            self.start_rabbitmq(broker)
+        else:
+            self.start_broker(broker)
+
     def start_rabbitmq(self, broker: str, wait: float = 120) -> LocalRabbitMQCluster:
         """A RabbitMQ broker's nodes, with the rendered rabbitmq.conf, plugins, definitions and
         Erlang cookie, clustered; its URLs then point at the cluster's Service proxy."""
