@@ -8,12 +8,14 @@ next to two floors, under the same mock engine:
   objects of that size.
 
 It also times the whole `gru render` path (evaluation, creation order and the YAML writer).
-Each measurement runs in a fresh process.
+Each measurement runs in a fresh process; memory is the growth of its peak RSS. The program and
+both floors settle as `gru render` does (every 20 task servers, or every 100 objects).
 
     venv/bin/python benchmarks/evaluate.py [--sizes 1,10,100,1000] [--repeat 3]
 
-Prints one row per size, then whether cost grows linearly; the key figure (the ratio to the
-floor at the largest size) comes last.
+Prints one row per size, then whether time grows linearly, the render memory each added task
+server costs, and program / manifest floor memory; the key figure (program / manifest floor
+time at the largest size) comes last.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def stack_yaml(task_servers: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The floors settle as often as the program does: every 20 task servers, about 100 objects.
+FLOOR_SETTLE_EVERY = 100
+
+
 def timed(action: Callable[[], Any]) -> tuple[dict[str, float], Any]:
     """Seconds and peak-RSS growth of `action()` in this process, and what it returned."""
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -53,12 +59,13 @@ def timed(action: Callable[[], Any]) -> tuple[dict[str, float], Any]:
 def measure_program(task_servers: int) -> dict[str, float]:
     """In this (fresh) process: evaluate the real program for a stack of `task_servers`."""
     from components.program import run
-    from gru.mock_engine import evaluate
+    from gru.mock_engine import Settle, evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
         stacks = Path(tmp)
         (stacks / "bench.yaml").write_text(stack_yaml(task_servers))
-        figures, evaluation = timed(lambda: evaluate(lambda: run(stacks), stack="bench"))
+        # As `gru render` runs it: settling every 20 task servers.
+        figures, evaluation = timed(lambda: evaluate(lambda: run(stacks, settle=Settle()), stack="bench"))
     return {**figures, "registrations": len(evaluation.registrations),
             "kubernetes_objects": len(evaluation.kubernetes_objects)}
 
@@ -67,13 +74,15 @@ def measure_floor(count: int) -> dict[str, float]:
     """In this (fresh) process: `count` bare ConfigMaps under the same mock engine."""
     import pulumi_kubernetes as k8s
 
-    from gru.mock_engine import evaluate
+    from gru.mock_engine import Settle, evaluate
 
     config_map = k8s.core.v1.ConfigMap  # pulumi_kubernetes imports submodules lazily: not timed
 
     def program() -> None:
+        settle = Settle(FLOOR_SETTLE_EVERY)
         for i in range(count):
             config_map(f"cm-{i}", metadata={"name": f"cm-{i}", "namespace": "gru"}, data={"k": "v"})
+            settle()
 
     return timed(lambda: evaluate(program, stack="bench"))[0]
 
@@ -83,22 +92,41 @@ def measure_manifest_floor(task_servers: int) -> dict[str, float]:
     import pulumi
 
     from components import kubernetes_objects
+    from gru.mock_engine import Settle, evaluate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifests = Path(tmp) / "manifests.jsonl"
+        # Made in another process and read one line per object, so neither making nor holding
+        # them counts towards this process's memory: the floor's figure is the SDK's alone.
+        subprocess.run([sys.executable, __file__, "--manifests", str(task_servers), str(manifests)], cwd=ROOT,
+                       check=True)
+
+        def program() -> None:
+            settle = Settle(FLOOR_SETTLE_EVERY)
+            with manifests.open(encoding="utf-8") as lines:
+                for index, line in enumerate(lines):
+                    manifest = json.loads(line)
+                    # Distinct resource names: objects of different kinds share Kubernetes names.
+                    manifest["metadata"]["name"] = f"{manifest['metadata']['name']}-{index}"
+                    kubernetes_objects.create(manifest, pulumi.ResourceOptions())
+                    settle()
+
+        return timed(lambda: evaluate(program, stack="bench"))[0]
+
+
+def write_program_manifests(task_servers: int, out: Path) -> None:
+    """The manifests the program registers for `task_servers`, one JSON object per line."""
     from components.program import run
-    from gru.mock_engine import evaluate
-    from gru.render import _plain
+    from gru.mock_engine import Settle, evaluate
+    from gru.render import _manifest
 
     with tempfile.TemporaryDirectory() as tmp:
         stacks = Path(tmp)
         (stacks / "bench.yaml").write_text(stack_yaml(task_servers))
-        manifests = [_plain(r.inputs) for r in evaluate(lambda: run(stacks), stack="bench").kubernetes_objects]
-
-    def program() -> None:
-        for index, manifest in enumerate(manifests):
-            # Distinct resource names: objects of different kinds share Kubernetes names.
-            named = {**manifest, "metadata": {**manifest["metadata"], "name": f"{manifest['metadata']['name']}-{index}"}}
-            kubernetes_objects.create(named, pulumi.ResourceOptions())
-
-    return timed(lambda: evaluate(program, stack="bench"))[0]
+        evaluation = evaluate(lambda: run(stacks, settle=Settle()), stack="bench")
+    with out.open("w", encoding="utf-8") as lines:
+        for registration in evaluation.kubernetes_objects:
+            lines.write(json.dumps(_manifest(registration.inputs)) + "\n")
 
 
 def measure_render(task_servers: int) -> dict[str, float]:
@@ -127,7 +155,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,10,100,1000")
     parser.add_argument("--repeat", type=int, default=3, help="runs per size; the fastest counts")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--manifests", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.manifests:
+        sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
+        write_program_manifests(int(args.manifests[0]), Path(args.manifests[1]))
+        return
     if args.child:
         kind, size = args.child[0], int(args.child[1])
         sys.path[:0] = [str(ROOT), str(ROOT / "worker")]
@@ -138,7 +171,7 @@ def main() -> None:
           f"{__import__('os').cpu_count()} cores")
     print(f"{'task servers':>12} {'k8s objects':>11} {'program s':>10} {'floor s':>8} {'ratio':>6} "
           f"{'manifest floor s':>16} {'ratio':>6} {'render s':>9} {'ms/server':>9} {'program MiB':>11} "
-          f"{'floor MiB':>9} {'render MiB':>10}")
+          f"{'floor MiB':>9} {'manifest floor MiB':>18} {'render MiB':>10} {'MiB/server':>10}")
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         program = min((in_fresh_process("program", size) for _ in range(args.repeat)), key=lambda r: r["seconds"])
@@ -148,20 +181,25 @@ def main() -> None:
         render = min((in_fresh_process("render", size) for _ in range(args.repeat)), key=lambda r: r["seconds"])
         ratio = program["seconds"] / floor["seconds"]
         structure = program["seconds"] / flat["seconds"]
-        rows.append((size, program, floor, structure))
+        rows.append((size, program, flat, render))
         print(f"{size:>12} {count:>11} {program['seconds']:>10.3f} {floor['seconds']:>8.3f} {ratio:>6.2f} "
               f"{flat['seconds']:>16.3f} {structure:>6.2f} {render['seconds']:>9.3f} "
               f"{1000 * program['seconds'] / size:>9.2f} {program['growth_mib']:>11.1f} {floor['growth_mib']:>9.1f} "
-              f"{render['growth_mib']:>10.1f}")
+              f"{flat['growth_mib']:>18.1f} {render['growth_mib']:>10.1f} {render['growth_mib'] / size:>10.3f}")
 
     if len(rows) >= 2:
-        (s0, p0, _, _), (s1, p1, _, _) = rows[-2], rows[-1]
+        (s0, p0, _, r0), (s1, p1, _, r1) = rows[-2], rows[-1]
         growth = (p1["seconds"] / p0["seconds"]) / (s1 / s0)
         verdict = "linear" if growth < 1.5 else "SUPERLINEAR"
         print(f"growth from {s0} to {s1} task servers: time x{p1['seconds'] / p0['seconds']:.1f} for size x{s1 / s0:.0f} "
               f"-> {verdict} (per-size factor {growth:.2f}, 1.0 is linear)")
-    size, _, _, structure = rows[-1]
-    print(f"KEY: program / manifest floor (the cost of the project's structure) at {size} task servers = {structure:.2f}x")
+        marginal = (r1["growth_mib"] - r0["growth_mib"]) / (s1 - s0)
+        print(f"render memory per added task server from {s0} to {s1}: {marginal:.3f} MiB")
+    size, program, flat, _ = rows[-1]
+    print(f"program / manifest floor memory at {size} task servers = "
+          f"{program['growth_mib'] / max(flat['growth_mib'], 0.1):.2f}x")
+    print(f"KEY: program / manifest floor (the cost of the project's structure) at {size} task servers = "
+          f"{program['seconds'] / flat['seconds']:.2f}x")
 
 
 if __name__ == "__main__":

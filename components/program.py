@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pulumi
@@ -26,9 +27,9 @@ def password_config_key(broker_name: str) -> str:
     return f"{broker_name}-password"
 
 
-def run(stacks_dir: Path = STACKS_DIR) -> dict[str, AnyBroker | TaskServer]:
+def run(stacks_dir: Path = STACKS_DIR, settle: Callable[[], None] | None = None) -> None:
     """The whole program: read and validate this stack's file, then register its components."""
-    return deploy(load_current_stack(stacks_dir))
+    deploy(load_current_stack(stacks_dir), settle)
 
 
 def load_current_stack(stacks_dir: Path = STACKS_DIR) -> StackSpec:
@@ -57,10 +58,16 @@ def _configured_password(config: pulumi.Config, broker_name: str) -> pulumi.Outp
     return config.require_secret(key)
 
 
-def deploy(spec: StackSpec) -> dict[str, AnyBroker | TaskServer]:
-    """Register every component of `spec`; brokers first, each task server behind its broker."""
+def deploy(spec: StackSpec, settle: Callable[[], None] | None = None) -> None:
+    """Register every component of `spec`; brokers first, each task server behind its broker.
+
+    Task servers are not kept once constructed: nothing reads them again, and holding every one
+    (with its resources, outputs and futures) was most of a big render's memory. `settle`, if
+    given, is called after each task server. The mock engine passes one that lets the
+    registrations made so far finish, so a render holds a few task servers' resources in flight
+    rather than all of them. `pulumi up` passes none: the engine's concurrency is its own.
+    """
     config = pulumi.Config()
-    components: dict[str, AnyBroker | TaskServer] = {}
     brokers: dict[str, AnyBroker] = {}
     # Every password is checked before anything is registered: nothing half-applied.
     passwords = {b.name: _configured_password(config, b.name) for b in spec.brokers}
@@ -75,18 +82,21 @@ def deploy(spec: StackSpec) -> dict[str, AnyBroker | TaskServer]:
         owned = namespaces.get(broker_spec.namespace) if broker_spec.create_namespace else None
         broker = _broker(spec, broker_spec, passwords[broker_spec.name],
                          pulumi.ResourceOptions(depends_on=[owned] if owned else None))
-        brokers[broker_spec.name] = components[broker_spec.name] = broker
+        brokers[broker_spec.name] = broker
         pulumi.export(f"{broker_spec.name}_host", broker.host)
         pulumi.export(f"{broker_spec.name}_port", broker.port)
         pulumi.export(f"{broker_spec.name}_secret_name", broker.secret_name)
+    # Once per broker: asked per task server, it scanned every task server each time.
+    visibility_timeouts = {b.name: spec.visibility_timeout_of(b) for b in spec.brokers}
     for server_spec in spec.task_servers:
         broker = brokers[server_spec.broker_resource_name]
-        server = TaskServer(server_spec, broker, visibility_timeout_seconds=spec.visibility_timeout_of(broker.spec))
-        components[server_spec.name] = server
+        server = TaskServer(server_spec, broker,
+                            visibility_timeout_seconds=visibility_timeouts[server_spec.broker_resource_name])
         pulumi.export(f"{server_spec.name}_deployment_name", server.deployment_name)
         pulumi.export(f"{server_spec.name}_replicas", server.replicas)
         pulumi.export(f"{server_spec.name}_concurrency", server.concurrency)
-    return components
+        if settle is not None:
+            settle()
 
 
 def _broker(spec: StackSpec, broker_spec: AnyBrokerSpec, password: pulumi.Output[str] | None,

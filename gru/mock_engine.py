@@ -7,6 +7,7 @@ and dependencies, so tests and `gru render` see exactly what `pulumi up` would a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings
 from pulumi.runtime.config import set_all_config
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import run_pulumi_func, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
 from components import sdk_performance
@@ -109,6 +110,44 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+class Settle:
+    """A program's `settle` hook under the mock engine: every `every` calls, run the event loop
+    until the registrations made so far have finished.
+
+    The SDK only queues a registration when a resource is constructed; without this, a program
+    that constructs 3,000 task servers holds every one's inputs, serialized form and futures at
+    once (0.6 MiB per task server at the peak). Settling every 20 task servers keeps the peak to
+    what the render itself holds, and is faster too: settling after each one pays the loop's
+    fixed cost too often. `benchmarks/evaluate.py` measures both.
+
+    Construct it inside the program (where the evaluation's own step is running), as
+    `evaluate(lambda: run(..., settle=Settle()))` does.
+    """
+
+    def __init__(self, every: int = 20) -> None:
+        self.every = every
+        self.calls = 0
+        loop = asyncio.get_event_loop()
+        # What the step running the program still has to take off the ready queue.
+        self._owed = len(loop._ready) if loop.is_running() else None  # type: ignore[attr-defined]
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls % self.every != 0:
+            return
+        # Reentrant: the program itself runs inside the event loop this pumps.
+        _sync_await(wait_for_rpcs(await_all_outstanding_tasks=False))
+        if self._owed is None:
+            return
+        # _sync_await leaves a cancelled placeholder for every handle that was queued when it
+        # began, so the step it interrupted finds as many as it expects. Handles the program
+        # queued since are counted too, so placeholders pile up, 60 per task server; only as
+        # many as the interrupted step is owed are kept.
+        ready = asyncio.get_event_loop()._ready  # type: ignore[attr-defined]
+        while len(ready) > self._owed and ready[-1]._cancelled:
+            ready.pop()
+
+
 def evaluate(
     program: Callable[[], Any],
     *,
@@ -154,5 +193,11 @@ def evaluate(
         if pending and pending[0] is not None:
             await pending[0]
 
-    _sync_await(run_and_wait())
+    try:
+        _sync_await(run_and_wait())
+    finally:
+        # The SDK keeps its monitor until the next evaluation; the monitor lets go of every
+        # registered state here, so the Evaluation is the one copy and callers may free it.
+        monitor.resources.clear()
+        monitor.registrations = []
     return result

@@ -8,6 +8,7 @@ values are redacted unless asked for.
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pulumi.runtime import rpc
 from components.program import STACKS_DIR, run
 from components.spec import load_stack_spec, stack_file
 
-from .mock_engine import Evaluation, Registration, evaluate
+from .mock_engine import Evaluation, Registration, Settle, evaluate
 from .stack_config import read_stack_config
 
 REDACTED = "<redacted: use --show-secrets to see>"
@@ -53,7 +54,7 @@ def evaluate_stack(stack: str, stacks_dir: Path = STACKS_DIR, secret_config: dic
     config, secret_keys = read_stack_config(stacks_dir, stack)
     config = {**config, **(secret_config or {})}
     secret_keys = [*secret_keys, *(secret_config or {})]
-    return evaluate(lambda: run(stacks_dir), stack=stack, config=config, secret_keys=secret_keys,
+    return evaluate(lambda: run(stacks_dir, settle=Settle()), stack=stack, config=config, secret_keys=secret_keys,
                     stable_secrets=stable_secrets)
 
 
@@ -96,14 +97,18 @@ def render_stack(stack: str, stacks_dir: Path = STACKS_DIR, show_secrets: bool =
     # Redacted output gets stable stand-in passwords, so renders of the same stack are
     # byte-identical (PR diffs show only real changes); shown secrets are always fresh.
     evaluation = evaluate_stack(stack, stacks_dir, secret_config, stable_secrets=not show_secrets)
-    objects = []
     spec = load_stack_spec(stack_file(stacks_dir, stack))
     file_order = [b.name for b in spec.brokers] + [t.name for t in spec.task_servers]
-    for registration in creation_order(evaluation, file_order):
-        manifest = _plain(registration.inputs)
+    pending = deque(creation_order(evaluation, file_order))
+    # Each registration is let go once it is rendered, so the engine's form and the rendered
+    # form of the stack are never both held whole.
+    del evaluation
+    objects = []
+    while pending:
+        manifest = _manifest(pending.popleft().inputs)
         if manifest.get("kind") == "Secret" and not show_secrets:
             manifest = _redacted(manifest)
-        objects.append(RenderedObject(_ordered(manifest)))
+        objects.append(RenderedObject(manifest))
     return objects
 
 
@@ -142,18 +147,27 @@ def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _ManifestDumper.add_representer(str, _str_presenter)
 
 
-def _plain(value: Any) -> Any:
-    """Engine values back to manifest values: secrets unwrapped (redaction is by kind), and
-    protobuf's float numbers back to the ints manifests use."""
+def _manifest(value: Any) -> Any:
+    """Engine values back to manifest values, in one pass: secrets unwrapped (redaction is by
+    kind), protobuf's float numbers back to the ints manifests use, and keys in the order
+    people write manifests, the rest alphabetical (stable, diffable output)."""
     if isinstance(value, dict):
         if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
-            return _plain(value["value"])
-        return {k: _plain(v) for k, v in value.items()}
+            return _manifest(value["value"])
+        keys = sorted(value, key=_key_rank)
+        return {k: _manifest(value[k]) for k in keys}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_manifest(v) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+_KEY_ORDER = ("apiVersion", "kind", "name", "namespace", "metadata", "labels", "annotations", "type", "spec")
+
+
+def _key_rank(key: str) -> tuple[int, str]:
+    return (_KEY_ORDER.index(key) if key in _KEY_ORDER else len(_KEY_ORDER), key)
 
 
 def _redacted(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -162,16 +176,3 @@ def _redacted(manifest: dict[str, Any]) -> dict[str, Any]:
         if key in out:
             out[key] = {k: REDACTED for k in out[key]}
     return out
-
-
-_KEY_ORDER = ("apiVersion", "kind", "name", "namespace", "metadata", "labels", "annotations", "type", "spec")
-
-
-def _ordered(value: Any) -> Any:
-    """Keys in the order people write manifests, the rest alphabetical: stable, diffable output."""
-    if isinstance(value, dict):
-        keys = sorted(value, key=lambda k: (_KEY_ORDER.index(k) if k in _KEY_ORDER else len(_KEY_ORDER), k))
-        return {k: _ordered(value[k]) for k in keys}
-    if isinstance(value, list):
-        return [_ordered(v) for v in value]
-    return value
