@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from .ports import free_port
+
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 LOOPBACK = "127.0.0.1"
 # Loopback for the node's and the CLI's distribution listeners; one scheduler each (2-core
@@ -70,11 +72,6 @@ TRANSLATIONS = (
 
 _UNKNOWN_KEY = re.compile(r"Conf file attempted to set unknown variable: (\S+)")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def node_name(index: int) -> str:

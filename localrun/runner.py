@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ports import free_port
 from .rabbitmq import LocalRabbitMQCluster
 
 Manifest = dict[str, Any]
@@ -48,11 +48,6 @@ TRANSLATIONS = (
 
 _VAR_REF = re.compile(r"\$\((\w+)\)|\$\$")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def expand(text: str, env: dict[str, str]) -> str:
