@@ -61,8 +61,7 @@ class Broker:
         self.cluster: LocalRabbitMQCluster | None = None
 
     def start(self) -> None:
-        self.stack.start_any_broker(self.name)
-        self.cluster = self.stack._brokers[self.name].cluster
+        self.cluster = self.stack.start_any_broker(self.name)
 
     def crash(self) -> None:
         if self.cluster is not None:

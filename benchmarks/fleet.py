@@ -135,7 +135,6 @@ def wait_done(stack: LocalStack, ids: list[str], timeout: float) -> list[float]:
         time.sleep(0.5)
 
 
-
 def run_fleet(broker: str, replicas: int, concurrency: int, work: list[float],
               variant: dict[str, dict[str, str]]) -> tuple[float, float]:
     return with_fresh_starts(broker, lambda: run_once(broker, replicas, concurrency, work, variant))

@@ -223,7 +223,6 @@ def amqp_floor_throughput(url: str, count: int) -> float:
     return count / elapsed
 
 
-
 def agent(url: str, **settings: Any) -> Celery:
     """An agent configured as the workers are (on RabbitMQ: quorum queues, topic exchange,
     publisher confirms), without a result backend."""

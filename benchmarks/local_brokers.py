@@ -1,5 +1,7 @@
 """What the benchmarks that run both broker types share: each type's broker name in their
-stacks, and starting it locally, with the retry a RabbitMQ start needs on a busy machine."""
+stacks, and starting it locally, retried in a fresh directory when a RabbitMQ node dies at
+start. The failure the retry was written for, a free port taken before the node bound it, is
+now avoided where ports are chosen (localrun/ports.py); the retry stays as a net."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ def start_broker(stack: LocalStack, broker: str) -> None:
     """Start the stack's broker of type `broker` (a RabbitMQ start that fails becomes BrokerStartError)."""
     try:
         stack.start_any_broker(BROKERS[broker])
-    except RuntimeError as error:  # a free port taken by another process before a node bound it
+    except RuntimeError as error:  # a node that died at start: the run goes again, fresh
         if broker == "redis":
             raise
         raise BrokerStartError(str(error)[:300]) from error

@@ -127,9 +127,9 @@ class Settle:
     def __init__(self, every: int = 20) -> None:
         self.every = every
         self.calls = 0
-        loop = asyncio.get_event_loop()
+        self._loop = asyncio.get_event_loop()
         # What the step running the program still has to take off the ready queue.
-        self._owed = len(loop._ready) if loop.is_running() else None  # type: ignore[attr-defined]
+        self._owed = len(self._loop._ready) if self._loop.is_running() else None  # type: ignore[attr-defined]
 
     def __call__(self) -> None:
         self.calls += 1
@@ -143,7 +143,7 @@ class Settle:
         # began, so the step it interrupted finds as many as it expects. Handles the program
         # queued since are counted too, so placeholders pile up, 60 per task server; only as
         # many as the interrupted step is owed are kept.
-        ready = asyncio.get_event_loop()._ready  # type: ignore[attr-defined]
+        ready = self._loop._ready  # type: ignore[attr-defined]
         while len(ready) > self._owed and ready[-1]._cancelled:
             ready.pop()
 

@@ -73,7 +73,6 @@ TRANSLATIONS = (
 _UNKNOWN_KEY = re.compile(r"Conf file attempted to set unknown variable: (\S+)")
 
 
-
 def node_name(index: int) -> str:
     return f"rabbit-{index}@localhost"
 

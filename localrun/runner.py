@@ -49,7 +49,6 @@ TRANSLATIONS = (
 _VAR_REF = re.compile(r"\$\((\w+)\)|\$\$")
 
 
-
 def expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes' `$(VAR)` expansion of command and args: unknown references stay as they are."""
     def replace(match: re.Match[str]) -> str:
@@ -330,13 +329,13 @@ class LocalStack:
         process.signal(signal.SIGTERM)
         return process.wait(timeout)
 
-    def start_any_broker(self, broker: str) -> None:
-        """Start `broker` as whichever type it was rendered: Redis, or a RabbitMQ cluster."""
+    def start_any_broker(self, broker: str) -> LocalRabbitMQCluster | None:
+        """Start `broker` as whichever type it was rendered: Redis, or a RabbitMQ cluster (returned)."""
         containers = self._brokers[broker].statefulset["spec"]["template"]["spec"]["containers"]
         if any(c["name"] == "rabbitmq" for c in containers):
-            self.start_rabbitmq(broker)
-        else:
-            self.start_broker(broker)
+            return self.start_rabbitmq(broker)
+        self.start_broker(broker)
+        return None
 
     def start_rabbitmq(self, broker: str, wait: float = 120) -> LocalRabbitMQCluster:
         """A RabbitMQ broker's nodes, with the rendered rabbitmq.conf, plugins, definitions and

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from pathlib import Path
 
 import pulumi_kubernetes as k8s
@@ -14,14 +15,11 @@ from components.program import run
 from components.task_server import TaskServer
 from gru.mock_engine import Evaluation, Settle, evaluate
 
-from .conftest import dumps
+from .conftest import ROOT, dumps
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-def stack_of(task_servers: int) -> str:
-    lines = ["broker:", "  type: redis", "  name: redis", "task_server:"]
-    lines += [f"  - {{type: celery, name: workers_{i}, replicas: 2, broker_resource_name: redis}}"
-              for i in range(task_servers)]
-    return "\n".join(lines) + "\n"
+from evaluate import stack_yaml  # noqa: E402  (the stack the render benchmark measures)
 
 
 def config_maps(count: int, after_each: object) -> None:
@@ -76,7 +74,7 @@ def test_settling_leaves_no_pile_of_placeholders_on_the_ready_queue() -> None:
 
 
 def test_a_settled_render_registers_exactly_what_an_unsettled_one_does(stacks_dir: Path) -> None:
-    (stacks_dir / "big.yaml").write_text(stack_of(45))  # two settles, and a remainder
+    (stacks_dir / "big.yaml").write_text(stack_yaml(45))  # two settles, and a remainder
 
     def registrations(settle: bool) -> list[tuple[str, str, tuple[str, ...], str]]:
         evaluation = evaluate(lambda: run(stacks_dir, settle=Settle() if settle else None), stack="big",
@@ -90,7 +88,7 @@ def test_a_settled_render_registers_exactly_what_an_unsettled_one_does(stacks_di
 
 
 def test_task_servers_are_let_go_once_registered(stacks_dir: Path) -> None:
-    (stacks_dir / "big.yaml").write_text(stack_of(30))
+    (stacks_dir / "big.yaml").write_text(stack_yaml(30))
     alive: list[int] = []
 
     def program() -> None:
