@@ -1,0 +1,3 @@
+module gru.local/node/pause
+
+go 1.24
