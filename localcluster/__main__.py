@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .control_plane import ControlPlane
-from .engine import engine_bin
+from .engine import engine_bin, images_dir, node_bin
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,18 +15,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("up", "down"))
     parser.add_argument("dir", type=Path, help="where the cluster keeps its state, logs and kubeconfig")
     parser.add_argument("--nodes", type=int, default=3, help="fake nodes, spread over three zones (up)")
+    parser.add_argument("--real-node", action="store_true",
+                        help="also one real node (kubelet, containerd) that runs the pods' containers (up)")
     args = parser.parse_args(argv)
     plane = ControlPlane(args.dir, engine_bin(build=False))
     if args.action == "up":
         try:
-            plane.up(args.nodes)
+            plane.up(args.nodes, real_node=(node_bin(build=False), images_dir(build=False)) if args.real_node else None)
         except BaseException:
             print(f"cluster: start failed; logs in {plane.logs}", file=sys.stderr)
             raise
         print(plane.kubeconfig)
-    else:
-        plane.down()
-    return 0
+        return 0
+    problems = plane.down()
+    for problem in problems:
+        print(f"cluster: down: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "Service": ("api/v1", "services", True),
     "ServiceAccount": ("api/v1", "serviceaccounts", True),
     "Event": ("api/v1", "events", True),
+    "EndpointSlice": ("apis/discovery.k8s.io/v1", "endpointslices", True),
+    "Job": ("apis/batch/v1", "jobs", True),
     "StatefulSet": ("apis/apps/v1", "statefulsets", True),
     "Deployment": ("apis/apps/v1", "deployments", True),
     "ReplicaSet": ("apis/apps/v1", "replicasets", True),
@@ -130,6 +132,35 @@ class Kube:
         except ApiError as error:
             if error.status != 404:
                 raise
+
+    def logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False) -> str:
+        """A container's log, as the kubelet serves it through the API server."""
+        query = urllib.parse.urlencode({**({"container": container} if container else {}),
+                                        **({"previous": "true"} if previous else {})})
+        req = urllib.request.Request(f"{self.server}/{self.path('Pod', namespace, pod)}/log?{query}")
+        req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, context=self.context, timeout=30) as response:
+                return str(response.read().decode(errors="replace"))
+        except urllib.error.HTTPError as error:
+            raise ApiError(error.code, error.read().decode(errors="replace")) from None
+
+    def follow_logs(self, namespace: str, pod: str, container: str) -> Iterator[str]:
+        """A container's log line by line, from its first line until the container ends."""
+        query = urllib.parse.urlencode({"container": container, "follow": "true"})
+        req = urllib.request.Request(f"{self.server}/{self.path('Pod', namespace, pod)}/log?{query}")
+        req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, context=self.context, timeout=600) as response:
+                for raw in response:
+                    yield raw.decode(errors="replace")
+        except urllib.error.HTTPError as error:
+            raise ApiError(error.code, error.read().decode(errors="replace")) from None
+
+    def evict(self, namespace: str, pod: str) -> None:
+        """What `kubectl drain` does per pod: the Eviction API, which a PodDisruptionBudget may refuse (429)."""
+        self.request("POST", f"{self.path('Pod', namespace, pod)}/eviction", {
+            "apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": namespace}})
 
     def version(self) -> Obj:
         return self.request("GET", "version")

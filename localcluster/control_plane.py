@@ -4,13 +4,16 @@ etcd, kube-apiserver, kube-controller-manager (its garbage collector carries out
 deletes, its PV binder binds claims), kube-scheduler, and kwok, which plays the kubelet of a
 few fake nodes: pods are scheduled, become Ready and, when deleted, stay Terminating until
 their grace period ends, exactly as the API says. A volume provisioner stands in for a CSI
-driver. Everything listens on 127.0.0.1 only; the processes keep running after `up` returns
-and `down` stops them. State lives in one directory: pki/, etcd/, logs/, kubeconfig, pids.
+driver. With `real_node`, one real node joins too (real_node.py): a kubelet and containerd
+that run the pods' containers. The control plane listens on 127.0.0.1 only; the processes keep
+running after `up` returns and `down` stops them. State lives in one directory: pki/, etcd/,
+logs/, kubeconfig, pids, and node/ for the real node.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import shutil
@@ -25,6 +28,7 @@ import yaml
 from localrun import free_port
 
 from .api import Kube, wait_for
+from .real_node import RealNode, admission_config, local_volume_dir
 
 ZONES = ("zone-a", "zone-b", "zone-c")
 STORAGE_CLASS = "standard"
@@ -78,18 +82,29 @@ class ControlPlane:
         self.pids = self.dir / "pids"
         self.kubeconfig = self.dir / "kubeconfig"
 
-    def _start(self, name: str, argv: list[str]) -> None:
+    @property
+    def node_dir(self) -> Path:
+        return self.dir / "node"
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.logs / f"{name}.log").open("ab")
         # A session of its own: `down` stops the whole process group, and a test runner's
         # Ctrl-C does not reach it half-way through.
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, cwd=self.dir)
+                                   start_new_session=True, cwd=self.dir,
+                                   env={**os.environ, **env} if env else None)
         with self.pids.open("a") as handle:
             handle.write(f"{process.pid} {name}\n")
 
-    def up(self, nodes: int = 3) -> None:
+    def up(self, nodes: int = 3, real_node: tuple[Path, Path] | None = None) -> None:
+        """Start the control plane and `nodes` fake nodes; with `real_node` (the node's bin
+        directory and the images directory), one real node too."""
         if self.dir.exists() and any(self.dir.iterdir()):
             raise SystemExit(f"cluster: {self.dir} is not empty; `tools/cluster down {self.dir}` first")
+        real = RealNode(self.node_dir, real_node[0], real_node[1], self.kubeconfig, self._start) \
+            if real_node else None
+        if real is not None:
+            real.check_parts()
         for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
             if not (self.bin / binary).is_file():
                 raise SystemExit(f"cluster: {self.bin / binary} is missing; run tools/engine/build")
@@ -100,6 +115,9 @@ class ControlPlane:
         (pki / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
         (pki / "tokens.csv").chmod(0o600)
 
+        # With a real node, pods land on it unless their namespace says otherwise (real_node.py).
+        admission = ["--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
+                     f"--admission-control-config-file={admission_config(pki)}"] if real else []
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
         self._start("etcd", [
             str(self.bin / "etcd"), "--name=local", f"--data-dir={self.dir / 'etcd'}",
@@ -118,6 +136,8 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--cert-dir={pki}", "--allow-privileged=false", "--profiling=false", "--v=0",
+            # Logs and exec: dial the kubelet at its address, not its (unresolvable) name.
+            "--kubelet-preferred-address-types=InternalIP", *admission,
         ])
         server = f"https://127.0.0.1:{api_port}"
         write_kubeconfig(self.kubeconfig, server, pki / "ca.crt", token)
@@ -143,7 +163,8 @@ class ControlPlane:
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             "--cidr=10.244.0.1/16", "--node-ip=10.0.0.1", "--node-lease-duration-seconds=40",
         ])
-        self._start("provisioner", [sys.executable, "-m", "localcluster.provisioner", str(self.kubeconfig)])
+        self._start("provisioner", [sys.executable, "-m", "localcluster.provisioner", str(self.kubeconfig),
+                                    str(local_volume_dir(self.node_dir))])
 
         wait_for("the default namespace", lambda: kube.get("Namespace", "default") is not None, 120)
         for index in range(nodes):
@@ -156,10 +177,29 @@ class ControlPlane:
         })
         wait_for(f"{nodes} Ready nodes", lambda: ready_nodes(kube) >= nodes, 120)
         wait_for("the default service account", lambda: kube.get("ServiceAccount", "default", "default") is not None, 120)
+        if real is not None:
+            real.up(kube)
 
-    def down(self) -> None:
-        if self.pids.is_file():
-            entries = [line.split() for line in self.pids.read_text().splitlines() if line.strip()]
+    def recorded_real_node(self) -> RealNode | None:
+        """The real node this cluster runs, from its record (None for a kwok-only cluster)."""
+        parts = self.node_dir / "parts.json"
+        if not parts.is_file():
+            return None
+        recorded = json.loads(parts.read_text())
+        return RealNode(self.node_dir, Path(recorded["bin"]), Path(recorded["images"]), self.kubeconfig, self._start)
+
+    def down(self) -> list[str]:
+        """Stop everything `up` started and remove the directory; the host changes that could
+        not be undone (empty when all went well)."""
+        problems: list[str] = []
+        entries = [line.split() for line in self.pids.read_text().splitlines() if line.strip()] \
+            if self.pids.is_file() else []
+        real = self.recorded_real_node()
+        if real is not None:
+            # The node first, while the API server still answers: its pods are deleted properly.
+            kube = Kube(self.kubeconfig) if self.kubeconfig.is_file() else None
+            problems += real.stop(kube, [(int(pid), name) for pid, name in entries])
+        if entries:
             # In reverse: kwok and the controllers before the API server, etcd last.
             for pid, _name in reversed(entries):
                 _signal_group(int(pid), signal.SIGTERM)
@@ -168,7 +208,10 @@ class ControlPlane:
                 while _alive(int(pid)) and time.monotonic() < deadline:
                     time.sleep(0.1)
                 _signal_group(int(pid), signal.SIGKILL)
+        if real is not None:
+            problems += real.remove_files()
         shutil.rmtree(self.dir, ignore_errors=True)
+        return problems
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

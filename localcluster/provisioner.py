@@ -3,13 +3,18 @@
 Claims of the `standard` StorageClass get a PersistentVolume pre-bound to them once the
 scheduler has picked a node (WaitForFirstConsumer); released volumes are deleted; a claim
 whose request grows is expanded (the PV's capacity and then the claim's status), as the
-external resizer and the kubelet would. kwok runs no containers, so no data is ever written.
+external resizer and the kubelet would. On kwok's nodes no container runs, so a hostPath
+volume that is never written is enough. On the real node the volume is a `local` one, a
+directory made here: the kubelet gives `local` volumes the pod's fsGroup, which a hostPath
+volume never gets (a non-root Redis could not write it).
 
-Run as `python -m localcluster.provisioner KUBECONFIG`; `tools/cluster up` starts it.
+Run as `python -m localcluster.provisioner KUBECONFIG [LOCAL_VOLUMES_DIR]`; `tools/cluster up`
+starts it.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,15 +22,21 @@ from pathlib import Path
 from components.spec.common import quantity_to_mib
 
 from .api import ApiError, Kube, Obj
+from .real_node import NAME as REAL_NODE
 
 PROVISIONER = "gru.local/provisioner"
 STORAGE_CLASS = "standard"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 
 
-def volume_for(claim: Obj) -> Obj:
+def volume_for(claim: Obj, local_dir: Path | None = None) -> Obj:
     meta, spec = claim["metadata"], claim["spec"]
     node = meta.get("annotations", {}).get(SELECTED_NODE)
+    source: Obj = {"hostPath": {"path": f"/var/lib/gru-local-volumes/{meta['uid']}"}}
+    if node == REAL_NODE and local_dir is not None:
+        path = local_dir / meta["uid"]
+        path.mkdir(parents=True, exist_ok=True)
+        source = {"local": {"path": str(path)}}
     volume: Obj = {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -36,7 +47,7 @@ def volume_for(claim: Obj) -> Obj:
             "persistentVolumeReclaimPolicy": "Delete",
             "storageClassName": STORAGE_CLASS,
             "volumeMode": spec.get("volumeMode", "Filesystem"),
-            "hostPath": {"path": f"/var/lib/gru-local-volumes/{meta['uid']}"},
+            **source,
             "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
                          "name": meta["name"], "uid": meta["uid"]},
         },
@@ -47,14 +58,14 @@ def volume_for(claim: Obj) -> Obj:
     return volume
 
 
-def reconcile(kube: Kube) -> None:
+def reconcile(kube: Kube, local_dir: Path | None = None) -> None:
     for claim in kube.list("PersistentVolumeClaim"):
         meta, spec, status = claim["metadata"], claim["spec"], claim.get("status", {})
         if spec.get("storageClassName", STORAGE_CLASS) != STORAGE_CLASS:
             continue
         if status.get("phase") == "Pending" and not spec.get("volumeName") and SELECTED_NODE in meta.get("annotations", {}):
             try:
-                kube.create(volume_for(claim))
+                kube.create(volume_for(claim, local_dir))
             except ApiError as error:
                 if error.status != 409:  # already provisioned, waiting for the binder
                     raise
@@ -70,13 +81,17 @@ def reconcile(kube: Kube) -> None:
         if provisioned and volume.get("status", {}).get("phase") == "Released" \
                 and volume["spec"].get("persistentVolumeReclaimPolicy") == "Delete":
             kube.delete("PersistentVolume", volume["metadata"]["name"])
+            local = volume["spec"].get("local", {}).get("path")
+            if local and local_dir is not None and Path(local).parent == local_dir:
+                shutil.rmtree(local, ignore_errors=True)
 
 
 def main() -> None:
     kube = Kube(Path(sys.argv[1]))
+    local_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     while True:
         try:
-            reconcile(kube)
+            reconcile(kube, local_dir)
         except (ApiError, OSError, KeyError, ValueError) as error:
             print(f"provisioner: {error}", file=sys.stderr, flush=True)
         time.sleep(0.5)
