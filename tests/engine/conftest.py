@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,10 @@ def changed_steps(steps: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-@pytest.fixture
-def project(cluster: Cluster, engine_bin: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+@contextmanager
+def new_project(cluster: Cluster, engine_bin: Path, tmp_path: Path, home: Path) -> Iterator[Project]:
+    """A copy of the program under `tmp_path`, with its own state backend; on exit, the
+    namespaces it made are removed, and everything in them."""
     root = tmp_path / "project"
     root.mkdir()
     for name in ("__main__.py", "requirements.txt"):
@@ -135,7 +138,6 @@ def project(cluster: Cluster, engine_bin: Path, tmp_path: Path, tmp_path_factory
     (root / "stacks").mkdir()
     state = tmp_path / "state"
     state.mkdir()
-    home = tmp_path_factory.getbasetemp() / "pulumi-home"
     home.mkdir(exist_ok=True)
     env = {
         **os.environ,
@@ -157,6 +159,12 @@ def project(cluster: Cluster, engine_bin: Path, tmp_path: Path, tmp_path_factory
     for name in made:
         cluster.kube.delete("Namespace", name)
     wait_for(f"namespaces {sorted(made)} to go", lambda: not made & {n["metadata"]["name"] for n in cluster.kube.list("Namespace")}, 180)
+
+
+@pytest.fixture
+def project(cluster: Cluster, engine_bin: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    with new_project(cluster, engine_bin, tmp_path, tmp_path_factory.getbasetemp() / "pulumi-home") as made:
+        yield made
 
 
 ENGINE_ENV = ("PATH", "PULUMI_HOME", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "KUBECONFIG",

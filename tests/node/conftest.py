@@ -1,0 +1,67 @@
+"""The real engine against a cluster with a real node: pods run in containers.
+
+One cluster for the whole run, started by `tools/cluster up DIR --real-node` with the node's
+binaries (tools/node/build) and the images built here (tools/images/build), both built first
+when missing. Every pod lands on the real node (its namespace would have to say otherwise).
+Each test deploys with `pulumi up` through the engine suite's Project fixture and reads what
+a user would: pod status, container logs through the API server, Jobs run as agents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localcluster.api import Kube
+from localcluster.engine import images_dir, node_bin
+
+from ..conftest import ROOT, SEED_YAML
+from ..engine.conftest import Cluster, Project, engine_bin, new_project, project  # noqa: F401 - fixtures used here
+from .cluster import Images, with_images
+
+SEED_STACK = "dev"
+
+
+@pytest.fixture(scope="session")
+def images() -> Images:
+    directory = images_dir()
+    return Images(directory, json.loads((directory / "images.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def cluster(engine_bin: Path, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # noqa: F811
+    # Short: containerd's socket lives under it, and a unix socket path has 108 bytes at most.
+    directory = tmp_path_factory.mktemp("rn") / "c"
+    env = {**os.environ, "GRU_ENGINE_BIN": str(engine_bin), "GRU_PYTHON": sys.executable,
+           "GRU_NODE_BIN": str(node_bin()), "GRU_IMAGES_DIR": str(images.directory)}
+    tool = str(ROOT / "tools" / "cluster")
+    try:
+        subprocess.run([tool, "up", str(directory), "--real-node"], check=True, env=env, timeout=600,
+                       stdout=subprocess.PIPE, text=True)
+        kubeconfig = directory / "kubeconfig"
+        yield Cluster(kubeconfig, Kube(kubeconfig))
+    finally:
+        down = subprocess.run([tool, "down", str(directory)], check=False, env=env, timeout=300,
+                              capture_output=True, text=True)
+        # A down that could not put the host back is a failure of this suite, not a footnote.
+        assert down.returncode == 0, f"tools/cluster down left the host changed:\n{down.stderr}"
+
+
+@pytest.fixture(scope="module")
+def deployed_seed(cluster: Cluster, engine_bin: Path, images: Images,  # noqa: F811
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """The seed stack, verbatim but for its image names, up on the real node for a module's
+    tests; destroyed (and its namespace removed) after them."""
+    with new_project(cluster, engine_bin, tmp_path_factory.mktemp("seed"),
+                     tmp_path_factory.getbasetemp() / "pulumi-home") as seed:
+        seed.write_stack(SEED_STACK, with_images(SEED_YAML, images))
+        seed.init(SEED_STACK)
+        seed.up(SEED_STACK)
+        yield seed
+        seed.destroy(SEED_STACK)
