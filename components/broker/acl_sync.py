@@ -20,6 +20,10 @@ HEARTBEAT = f"{STATE_DIR}/beat"
 SCRIPT = r"""#!/bin/sh
 # gru ACL sync: see components/broker/acl_sync.py.
 set -u
+# PID 1 of its container: the kernel gives it no default SIGTERM action, so without a handler
+# the pod would sit out its whole grace period. The sleep below runs in the background so
+# the trap runs at once, not after it.
+trap 'exit 0' TERM INT
 acl="$AUTH_DIR/users.acl"
 export REDISCLI_AUTH="$(cat "$AUTH_DIR/admin-password")"
 cli() { redis-cli --no-auth-warning --user admin -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
@@ -60,6 +64,6 @@ $deadline $name $hash"
 $pending
 PENDING
   pending="$left"
-  sleep "$SYNC_SECONDS"
+  sleep "$SYNC_SECONDS" & wait $!
 done
 """

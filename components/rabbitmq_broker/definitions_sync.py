@@ -17,6 +17,9 @@ HEARTBEAT = f"{STATE_DIR}/beat"
 SCRIPT = r"""#!/bin/sh
 # gru definitions sync: see components/rabbitmq_broker/definitions_sync.py.
 set -u
+# PID 1 of its container: without a handler SIGTERM is ignored and the pod would sit out its
+# whole grace period; the sleep runs in the background so the trap runs at once.
+trap 'exit 0' TERM INT
 file="$DEFINITIONS_FILE"
 imported=""
 while true; do
@@ -31,6 +34,6 @@ while true; do
       echo "definitions-sync: node not ready for import yet; retrying"
     fi
   fi
-  sleep "$SYNC_SECONDS"
+  sleep "$SYNC_SECONDS" & wait $!
 done
 """

@@ -10,6 +10,7 @@ deploy. It runs in the worker's own image, so a new broker image does not roll e
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -50,7 +51,14 @@ def _amqp_check(url: str) -> Callable[[], str | None]:
     return check
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # PID 1 of the init container: the kernel ignores a signal PID 1 has no handler for, so
+    # without this a deleted pod would wait out its grace period (up to BROKER_WAIT_SECONDS).
+    sys.exit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     url = os.environ["CELERY_BROKER_URL"]
     wait = float(os.environ.get("BROKER_WAIT_SECONDS", "300"))
     parts = urlsplit(url)
