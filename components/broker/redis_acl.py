@@ -34,11 +34,12 @@ AGENT = AclUser(
 # Celery workers: everything kombu and Celery use (lists, hashes, sorted sets, sets, the
 # binding-TTL script, pub/sub), nothing that can destroy or reconfigure the server.
 WORKER = AclUser("worker", "~* &* +@all -@dangerous -@admin")
-# redis_exporter: server figures and the lengths of the keys it watches.
+# redis_exporter: server figures and the lengths of the keys it watches. 1.62 reads
+# `LATENCY HISTOGRAM` at every scrape (refused, it logs NOPERM and drops those metrics).
 EXPORTER = AclUser(
     "exporter",
     "~* &* -@all +@connection -@dangerous +select +ping +info +config|get +client|list +slowlog|get +slowlog|len "
-    "+latency|latest +memory|usage +type +llen +scard +zcard +hlen +strlen +get +scan",
+    "+latency|latest +latency|histogram +memory|usage +type +llen +scard +zcard +hlen +strlen +get +scan",
 )
 # KEDA's redis scaler reads list lengths.
 KEDA = AclUser("keda", "~* -@all +@connection -@dangerous +select +ping +llen")
