@@ -140,13 +140,18 @@ class TaskServerSpec(Scheduling):
         return 2 * self.termination_grace_seconds
 
     @property
+    def process_memory_share_mb(self) -> int:
+        """Each pool process's share of the container's memory limit, after the main process's."""
+        limit = quantity_to_mib(str(self.compute_resources.memory_limit))
+        return max(16, int((limit - WORKER_BASE_MEMORY_MIB) / self.concurrency_per_replica))
+
+    @property
     def recycle_memory_mb(self) -> int:
         """A pool process is replaced after a task leaves it above this: explicit, or three
         quarters of its share of the container's memory limit (before the OOM killer acts)."""
         if self.max_memory_per_child_mb is not None:
             return self.max_memory_per_child_mb
-        share = (quantity_to_mib(str(self.compute_resources.memory_limit)) - WORKER_BASE_MEMORY_MIB) / self.concurrency_per_replica
-        return max(16, int(share * 3 / 4))
+        return max(16, int(self.process_memory_share_mb * 3 / 4))
 
     @property
     def compute_resources(self) -> ComputeResources:

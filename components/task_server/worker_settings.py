@@ -16,6 +16,8 @@ ACKS_LATE_ENV = "GRU_ACKS_LATE"
 REJECT_ON_WORKER_LOST_ENV = "GRU_REJECT_ON_WORKER_LOST"
 HEALTH_DIR_ENV = "GRU_HEALTH_DIR"
 MAX_DELIVERIES_ENV = "GRU_MAX_DELIVERIES"
+# Each pool process's memory cap (gru_worker.memory_cap): a runaway task fails on its own.
+TASK_MEMORY_LIMIT_ENV = "GRU_TASK_MEMORY_LIMIT_MB"
 RESULT_EXPIRES_ENV = "GRU_RESULT_EXPIRES_SECONDS"
 
 HEALTH_DIR = "/var/run/gru-health"
@@ -59,6 +61,7 @@ def app_settings_env(spec: TaskServerSpec, visibility_timeout_seconds: int | Non
         REJECT_ON_WORKER_LOST_ENV: "true",
         HEALTH_DIR_ENV: HEALTH_DIR,
         MAX_DELIVERIES_ENV: str(spec.max_deliveries),
+        TASK_MEMORY_LIMIT_ENV: str(spec.process_memory_share_mb),
         **({RESULT_EXPIRES_ENV: str(spec.results.expires_seconds)} if spec.results.enabled else {}),
         "PYTHONUNBUFFERED": "1",
     }
