@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -56,17 +57,30 @@ class Kube:
 
     def __init__(self, kubeconfig: Path) -> None:
         config = yaml.safe_load(kubeconfig.read_text())
-        cluster = config["clusters"][0]["cluster"]
+        current = config.get("current-context")
+        context = next((c["context"] for c in config.get("contexts", []) if c["name"] == current), None)
+        cluster = next(c["cluster"] for c in config["clusters"] if context is None or c["name"] == context["cluster"])
+        user = next(u["user"] for u in config["users"] if context is None or u["name"] == context["user"])
         self.server: str = cluster["server"].rstrip("/")
-        self.token: str = config["users"][0]["user"]["token"]
+        self.token: str | None = user.get("token")
         ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
         self.context = ssl.create_default_context(cadata=ca)
+        if "client-certificate-data" in user:  # kind's and kubeadm's kubeconfigs
+            with tempfile.TemporaryDirectory() as scratch:
+                cert, key = Path(scratch) / "cert.pem", Path(scratch) / "key.pem"
+                cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+                key.write_bytes(base64.b64decode(user["client-key-data"]))
+                self.context.load_cert_chain(cert, key)
+
+    def _authorize(self, req: urllib.request.Request) -> None:
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
 
     def request(self, method: str, path: str, body: Obj | None = None,
                 content_type: str = "application/json") -> Obj:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.server + "/" + path.lstrip("/"), data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
+        self._authorize(req)
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", content_type)
@@ -138,7 +152,7 @@ class Kube:
         query = urllib.parse.urlencode({**({"container": container} if container else {}),
                                         **({"previous": "true"} if previous else {})})
         req = urllib.request.Request(f"{self.server}/{self.path('Pod', namespace, pod)}/log?{query}")
-        req.add_header("Authorization", f"Bearer {self.token}")
+        self._authorize(req)
         try:
             with urllib.request.urlopen(req, context=self.context, timeout=30) as response:
                 return str(response.read().decode(errors="replace"))
@@ -149,7 +163,7 @@ class Kube:
         """A container's log line by line, from its first line until the container ends."""
         query = urllib.parse.urlencode({"container": container, "follow": "true"})
         req = urllib.request.Request(f"{self.server}/{self.path('Pod', namespace, pod)}/log?{query}")
-        req.add_header("Authorization", f"Bearer {self.token}")
+        self._authorize(req)
         try:
             with urllib.request.urlopen(req, context=self.context, timeout=600) as response:
                 for raw in response:

@@ -56,6 +56,12 @@ def with_images(stack_yaml: str, images: Images) -> str:
     return str(yaml.safe_dump(data, sort_keys=False))
 
 
+def on_a_real_node(kube: Kube, pod: Obj) -> bool:
+    """Scheduled on a node that runs containers: not one of kwok's fake ones."""
+    node = kube.get("Node", pod["spec"].get("nodeName", "")) or {}
+    return bool(node) and "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
+
+
 def pods(kube: Kube, selector: str, namespace: str = NAMESPACE) -> list[Obj]:
     return [p for p in kube.list("Pod", namespace, selector) if not p["metadata"].get("deletionTimestamp")]
 
@@ -154,6 +160,25 @@ def enqueue(kube: Kube, images: Images, broker: str, client_label: str, count: i
     line = next(line for line in log.splitlines() if line.startswith("SENT "))
     ids: list[str] = json.loads(line[5:])
     return ids
+
+
+SEND = """
+import json
+from celery import Celery
+from gru_worker.settings import settings_from_env
+app = Celery("agent")
+app.conf.update(settings_from_env())
+result = app.send_task({name!r}, args={args!r}, task_id={task_id!r}, retry=True, retry_policy={retry_policy})
+print("SENT " + json.dumps([result.id]))
+"""
+
+
+def send(kube: Kube, images: Images, broker: str, client_label: str, name: str, args: list[Any]) -> str:
+    """An agent pod sends one task `name(*args)`; its id."""
+    task_id = uuid.uuid4().hex
+    run_job(kube, images.worker, SEND.format(name=name, args=args, task_id=task_id, retry_policy=RETRY_POLICY),
+            [secret_env("CELERY_BROKER_URL", f"{broker}-credentials", "broker-url")], labels={client_label: "true"})
+    return task_id
 
 
 class WorkerLogs:

@@ -3,6 +3,8 @@
 One cluster for the whole run, started by `tools/cluster up DIR --real-node` with the node's
 binaries (tools/node/build) and the images built here (tools/images/build), both built first
 when missing. Every pod lands on the real node (its namespace would have to say otherwise).
+With GRU_NODE_KUBECONFIG the suite runs on that cluster instead (kind, for one), which must
+have the images of tools/images/build side-loaded under their names.
 Each test deploys with `pulumi up` through the engine suite's Project fixture and reads what
 a user would: pod status, container logs through the API server, Jobs run as agents.
 """
@@ -26,6 +28,8 @@ from ..engine.conftest import Cluster, Project, engine_bin, new_project, project
 from .cluster import Images, with_images
 
 SEED_STACK = "dev"
+# The suite runs on the real node tools/cluster starts, or on the cluster this names.
+EXTERNAL_KUBECONFIG = "GRU_NODE_KUBECONFIG"
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +38,14 @@ def images() -> Images:
     return Images(directory, json.loads((directory / "images.json").read_text()))
 
 
-@pytest.fixture(scope="session")
+# Package-scoped: the node and its pods stop once this suite is done, not at the end of the run.
+@pytest.fixture(scope="package")
 def cluster(engine_bin: Path, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # noqa: F811
+    if os.environ.get(EXTERNAL_KUBECONFIG):
+        # Another cluster (kind, say) that has the images side-loaded: the same suite, on its nodes.
+        kubeconfig = Path(os.environ[EXTERNAL_KUBECONFIG])
+        yield Cluster(kubeconfig, Kube(kubeconfig))
+        return
     # Short: containerd's socket lives under it, and a unix socket path has 108 bytes at most.
     directory = tmp_path_factory.mktemp("rn") / "c"
     env = {**os.environ, "GRU_ENGINE_BIN": str(engine_bin), "GRU_PYTHON": sys.executable,

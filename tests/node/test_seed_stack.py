@@ -23,7 +23,6 @@ import re
 import threading
 import time
 
-from localcluster import real_node
 from localcluster.api import Kube, wait_for
 
 from ..engine.conftest import Project
@@ -33,6 +32,7 @@ from .cluster import (
     WorkerLogs,
     container_statuses,
     enqueue,
+    on_a_real_node,
     run_job,
     secret_env,
     wait_ready,
@@ -51,14 +51,14 @@ def _received(text: str) -> list[str]:
 def test_seed_stack_runs_every_task_once(deployed_seed: Project, images: Images) -> None:
     kube = deployed_seed.kube
     [redis] = wait_ready(kube, REDIS, 1, timeout=60)
-    assert redis["spec"]["nodeName"] == real_node.NAME
+    assert on_a_real_node(kube, redis)
     statuses = container_statuses(redis)
     assert all(s["ready"] and s["state"].get("running") for s in statuses), statuses
     assert all(s["restartCount"] == 0 for s in statuses), statuses
 
     workers = wait_ready(kube, WORKERS, 4, timeout=60)
     for pod in workers:
-        assert pod["spec"]["nodeName"] == real_node.NAME
+        assert on_a_real_node(kube, pod)
         [init] = container_statuses(pod, init=True)
         assert init["state"].get("terminated", {}).get("exitCode") == 0, init
         assert [s["restartCount"] for s in container_statuses(pod)] == [0]
@@ -167,7 +167,7 @@ def test_redis_pod_deleted_mid_task_comes_back_on_its_volume(deployed_seed: Proj
     assert {i: counts[i] for i in [*running, *queued] if counts[i] != 1} == {}
     # Redis stops on SIGTERM; its pod must not sit out the 60 s grace period.
     assert stop_seconds < 15, f"the Redis pod took {stop_seconds:.1f} s to stop"
-    assert back["spec"]["nodeName"] == real_node.NAME
+    assert on_a_real_node(kube, back)
 
 
 # An agent that keeps enqueuing for `seconds`, on the password its pod started with.
