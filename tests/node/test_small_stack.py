@@ -39,11 +39,22 @@ task_server:
 """
 WORKERS = "app.kubernetes.io/name=celery-worker,app.kubernetes.io/instance=hogs"
 EXPORTER = "app.kubernetes.io/name=redis-exporter,app.kubernetes.io/instance=redis"
-# Three scrapes, as Prometheus would make them; the last one's figures.
+# Three scrapes, as Prometheus would make them; the last one's figures. The first is retried
+# for a while: the policy enforcer learns a new pod's address a moment after it starts.
 SCRAPE = """
 import time, urllib.request
+URL = "http://redis-metrics.gru.svc.cluster.local:9121/metrics"
+deadline = time.monotonic() + 30
+while True:
+    try:
+        urllib.request.urlopen(URL, timeout=5).read()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
 for _ in range(3):
-    text = urllib.request.urlopen("http://redis-metrics.gru.svc.cluster.local:9121/metrics", timeout=10).read().decode()
+    text = urllib.request.urlopen(URL, timeout=10).read().decode()
     time.sleep(2)
 print("\\n".join(line for line in text.splitlines() if line.startswith(("redis_up ", "redis_key_size"))))
 """
