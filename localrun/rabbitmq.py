@@ -5,6 +5,12 @@ each pod is one `rabbitmq-server` process with its own node name, data directory
 cookie) and ports; a small TCP proxy plays the Service. The rendered rabbitmq.conf,
 enabled_plugins and definitions are used as they are, except for what TRANSLATIONS lists.
 
+Config files: given the rendered rabbitmq container's env (`container_env`), a node finds them as
+the image's RabbitMQ does: rabbitmq.conf, then every file RABBITMQ_CONFIG_FILES names, later
+files winning (3.10 and 4.3 find and order them alike); unset, that is the image's
+/etc/rabbitmq/conf.d, modelled by IMAGE_CONF_D. Without that env (the runner passes none yet) a
+node reads rabbitmq.conf alone; the machine's own /etc/rabbitmq/conf.d never applies.
+
 Formation: all nodes boot in parallel (as with podManagementPolicy Parallel). 3.10's
 classic_config backend takes a lock across the listed nodes before a node joins or initialises,
 so parallel boots form one cluster; start() checks that every node reports all nodes in
@@ -35,9 +41,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 from .ports import free_port
@@ -58,6 +65,14 @@ DROPPED_KEYS: dict[str, str] = {
                           "so declare x-queue-type explicitly",
 }
 
+# The image's config directory (RabbitMQ's default RABBITMQ_CONFIG_FILES; its SYS_PREFIX is empty)
+# and what the rabbitmq image (4.3, tags without -management) ships there, key for key.
+IMAGE_CONF_DIR = "/etc/rabbitmq/conf.d"
+IMAGE_CONF_D: dict[str, str] = {
+    "10-defaults.conf": "loopback_users.guest = false\nlog.console = true\n",
+    "20-management_agent.disable_metrics_collector.conf": "management_agent.disable_metrics_collector = true\n",
+}
+
 TRANSLATIONS = (
     "`cluster_formation.*` (Kubernetes peer discovery) -> classic_config listing the local node names "
     "(rabbit-<i>@localhost, short names)",
@@ -68,7 +83,30 @@ TRANSLATIONS = (
     "`distribution.listener.*` dropped: the distribution port is RABBITMQ_DIST_PORT, bound to 127.0.0.1",
     *(f"`{key}*` dropped: {why}" for key, why in DROPPED_KEYS.items()),
     "a private epmd on 127.0.0.1:<free port> (ERL_EPMD_PORT), so nodes never meet another cluster's",
+    f"the image's {IMAGE_CONF_DIR} -> <workdir>/image/conf.d holding IMAGE_CONF_D; the ConfigMap mount (the "
+    "rendered RABBITMQ_CONFIG_FILE's directory) -> <node>/config, holding the translated rabbitmq.conf and "
+    "enabled_plugins; the rendered RABBITMQ_CONFIG_FILES -> its path in those (only with `container_env`)",
 )
+
+_RABBITMQ_CONF_DIR = "/etc/rabbitmq"
+
+
+def image_config_files(container_env: Mapping[str, str], config_copy: Path, image_conf_d: Path) -> str:
+    """The local RABBITMQ_CONFIG_FILES of a node whose rendered container has `container_env`:
+    the rendered value with its path moved into the local copies of the ConfigMap mount (the
+    directory of the rendered RABBITMQ_CONFIG_FILE) or of the image's conf.d; unset, the image's
+    conf.d, as RabbitMQ's default. A path in neither is not modelled: ValueError."""
+    value = container_env.get("RABBITMQ_CONFIG_FILES")
+    if value is None:
+        return str(image_conf_d / "*.conf")
+    mount = PurePosixPath(container_env.get("RABBITMQ_CONFIG_FILE", f"{_RABBITMQ_CONF_DIR}/rabbitmq.conf")).parent
+    path = PurePosixPath(value)
+    for rendered, local in ((mount, config_copy), (PurePosixPath(IMAGE_CONF_DIR), image_conf_d)):
+        if path == rendered or rendered in path.parents:
+            return str(local.joinpath(*path.relative_to(rendered).parts))
+    raise ValueError(f"RABBITMQ_CONFIG_FILES={value} is neither in the config mount ({mount}) nor in the "
+                     f"image's {IMAGE_CONF_DIR}: localrun does not model it")
+
 
 _UNKNOWN_KEY = re.compile(r"Conf file attempted to set unknown variable: (\S+)")
 
@@ -241,6 +279,8 @@ class LocalRabbitMQCluster:
     definitions: str | None
     cookie: str
     nodes: int = 3
+    # The rendered rabbitmq container's env: where RabbitMQ finds its config files (see above).
+    container_env: Mapping[str, str] | None = None
     _nodes: list[_Node] = field(default_factory=list, init=False, repr=False)
     _epmd: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _epmd_port: int = field(default=0, init=False, repr=False)
@@ -270,8 +310,31 @@ class LocalRabbitMQCluster:
         conf = translate_conf(self.conf, nodes=self.nodes, amqp_port=node.amqp_port,
                               management_port=node.management_port, prometheus_port=node.prometheus_port,
                               definitions_path=definitions_path, log_dir=self.log_dir)
-        (node.directory / "rabbitmq.conf").write_text(conf)
-        (node.directory / "enabled_plugins").write_text(self.enabled_plugins)
+        config = self._config_copy(node)
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "rabbitmq.conf").write_text(conf)
+        (config / "enabled_plugins").write_text(self.enabled_plugins)
+        if self.container_env is not None:
+            self.image_conf_d.mkdir(parents=True, exist_ok=True)
+            for name, text in IMAGE_CONF_D.items():
+                (self.image_conf_d / name).write_text(text)
+
+    @staticmethod
+    def _config_copy(node: _Node) -> Path:
+        """The node's copy of its pod's ConfigMap mount."""
+        return node.directory / "config"
+
+    @property
+    def image_conf_d(self) -> Path:
+        """The local copy of the image's /etc/rabbitmq/conf.d (IMAGE_CONF_D), shared by the nodes."""
+        return self.workdir / "image" / "conf.d"
+
+    def config_files(self, index: int) -> str:
+        """Node `index`'s RABBITMQ_CONFIG_FILES: the files it reads after rabbitmq.conf."""
+        node = self._nodes[index]
+        if self.container_env is None:
+            return str(node.directory / "no-conf.d")  # nothing there: rabbitmq.conf alone
+        return image_config_files(self.container_env, self._config_copy(node), self.image_conf_d)
 
     def _env(self, node: _Node) -> dict[str, str]:
         base = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL") if k in os.environ}
@@ -285,8 +348,9 @@ class LocalRabbitMQCluster:
             "RABBITMQ_USE_LONGNAME": "false",
             "RABBITMQ_MNESIA_BASE": str(node.directory / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.log_dir),
-            "RABBITMQ_CONFIG_FILE": str(node.directory / "rabbitmq.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(node.directory / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self._config_copy(node) / "rabbitmq.conf"),
+            "RABBITMQ_CONFIG_FILES": self.config_files(node.index),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self._config_copy(node) / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(node.directory / "rabbit.pid"),
             "RABBITMQ_DIST_PORT": str(node.dist_port),
             "ERL_EPMD_ADDRESS": LOOPBACK,

@@ -18,7 +18,7 @@ from pathlib import Path
 import amqp
 import pytest
 
-from localrun.rabbitmq import LocalRabbitMQCluster, have_rabbitmq, translate_conf
+from localrun.rabbitmq import IMAGE_CONF_D, LocalRabbitMQCluster, have_rabbitmq, image_config_files, translate_conf
 
 from .conftest import make_password
 
@@ -127,6 +127,23 @@ def test_translation_keeps_what_it_does_not_name(tmp_path: Path) -> None:
     assert f"load_definitions = {tmp_path / 'd.json'}" in conf
     assert "listeners.tcp.1 = 127.0.0.1:1" in conf and "listeners.tcp.default" not in keys
     assert "cluster_partition_handling = pause_minority" in conf and "consumer_timeout = 1800000" in conf
+
+
+def test_config_files_are_found_as_in_the_image(tmp_path: Path) -> None:
+    """RABBITMQ_CONFIG_FILES as rendered, its path moved into the local copies; unset, the image's conf.d."""
+    config, image = tmp_path / "config", tmp_path / "image" / "conf.d"
+    rendered = {"RABBITMQ_CONFIG_FILE": "/etc/rabbitmq/config/rabbitmq.conf"}
+    assert image_config_files(rendered, config, image) == str(image / "*.conf")
+    assert image_config_files({**rendered, "RABBITMQ_CONFIG_FILES": "/etc/rabbitmq/config/conf.d"}, config,
+                              image) == str(config / "conf.d")
+    assert image_config_files({**rendered, "RABBITMQ_CONFIG_FILES": "/etc/rabbitmq/conf.d/*.conf"}, config,
+                              image) == str(image / "*.conf")
+    with pytest.raises(ValueError, match="does not model it"):
+        image_config_files({**rendered, "RABBITMQ_CONFIG_FILES": "/opt/extra"}, config, image)
+    assert "management_agent.disable_metrics_collector = true\n" in IMAGE_CONF_D.values()
+    # Without the container's env, a node reads rabbitmq.conf alone: never the machine's conf.d.
+    plain = LocalRabbitMQCluster(tmp_path / "plain", "", "[].", None, cookie="c", nodes=1)
+    assert not Path(plain.config_files(0)).exists() and "/etc/rabbitmq" not in plain.config_files(0)
 
 
 def test_cluster_forms_on_loopback(cluster: LocalRabbitMQCluster) -> None:

@@ -75,6 +75,25 @@ def test_the_node_names_fit_peer_discovery(evaluate_yaml: EvaluateYaml) -> None:
     assert pod["automountServiceAccountToken"] is False  # no API rights needed
 
 
+def test_the_images_conf_d_is_not_read(evaluate_yaml: EvaluateYaml) -> None:
+    """The rabbitmq image's /etc/rabbitmq/conf.d (RabbitMQ's default RABBITMQ_CONFIG_FILES) turns
+    the management metrics collector off and would win over rabbitmq.conf: the container points
+    RABBITMQ_CONFIG_FILES into its read-only config mount, at a name the ConfigMap never holds.
+    On real RabbitMQ with that conf.d in place: tests/test_rabbitmq_queue_depth.py."""
+    evaluation = evaluate_yaml(RABBIT_YAML)
+    pod = one(evaluation, "StatefulSet", "rabbit")["spec"]["template"]["spec"]
+    (server,) = [c for c in pod["containers"] if c["name"] == "rabbitmq"]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    mount = next(m["mountPath"] for m in server["volumeMounts"] if m["name"] == "config")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    data = one(evaluation, "ConfigMap", volume["configMap"]["name"])["data"]
+    extra = env["RABBITMQ_CONFIG_FILES"]
+    assert extra.startswith(f"{mount}/") and not extra.startswith("/etc/rabbitmq/conf.d")
+    assert env["RABBITMQ_CONFIG_FILE"] == f"{mount}/rabbitmq.conf"
+    assert extra.removeprefix(f"{mount}/").split("/")[0] not in data and "items" not in volume["configMap"]
+    assert "management_agent.disable_metrics_collector = false" in data["rabbitmq.conf"].splitlines()
+
+
 def test_credentials_live_only_in_the_secret(evaluate_yaml: EvaluateYaml) -> None:
     evaluation = evaluate_yaml(RABBIT_YAML)
     data = secret_data(evaluation)

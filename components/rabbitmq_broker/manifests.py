@@ -15,6 +15,7 @@ from ..pod_security import checkov_skip_annotations, container_security_context,
 from ..spec import RabbitMQBrokerSpec, kubernetes_name
 from .definitions_sync import HEARTBEAT, STATE_DIR, SYNC_SECONDS
 from .rabbitmq_config import (
+    ADDITIONAL_CONFIG_FILES,
     AMQP_PORT,
     CONFIG_DIR,
     CONFIG_FILE,
@@ -282,6 +283,9 @@ def statefulset(spec: RabbitMQBrokerSpec, names: RabbitMQNames, config_hash: str
                             "env": [
                                 *_node_env(names),
                                 {"name": "RABBITMQ_CONFIG_FILE", "value": f"{CONFIG_DIR}/{CONFIG_FILE}"},
+                                # Not the image's /etc/rabbitmq/conf.d, which would override
+                                # rabbitmq.conf (see ADDITIONAL_CONFIG_FILES).
+                                {"name": "RABBITMQ_CONFIG_FILES", "value": ADDITIONAL_CONFIG_FILES},
                                 {"name": "RABBITMQ_ENABLED_PLUGINS_FILE", "value": f"{CONFIG_DIR}/{PLUGINS_FILE}"},
                             ],
                             "ports": [

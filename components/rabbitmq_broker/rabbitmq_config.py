@@ -13,6 +13,13 @@ DIST_PORT = 25672  # Erlang distribution between the nodes (AMQP port + 20000)
 DATA_DIR = "/var/lib/rabbitmq"  # HOME too: the Erlang cookie lives here
 CONFIG_DIR = "/etc/rabbitmq/config"
 CONFIG_FILE = "rabbitmq.conf"
+# RABBITMQ_CONFIG_FILES: the files RabbitMQ reads after rabbitmq.conf, each winning over it. Its
+# default, /etc/rabbitmq/conf.d, is where the rabbitmq image ships 10-defaults.conf and
+# 20-management_agent.disable_metrics_collector.conf; the latter leaves the HTTP API's queues
+# without `messages`, which KEDA then reads as 0. This path lies inside the read-only ConfigMap
+# mount, which holds no such entry (its keys are ours, none named so): rabbitmq.conf is the whole
+# configuration, and nothing the image ships overrides it.
+ADDITIONAL_CONFIG_FILES = f"{CONFIG_DIR}/conf.d"
 PLUGINS_FILE = "enabled_plugins"
 SYNC_FILE = "definitions-sync.sh"
 DEFINITIONS_DIR = "/etc/rabbitmq/definitions"
@@ -48,6 +55,10 @@ def rabbitmq_conf(spec: RabbitMQBrokerSpec, cluster_name: str, consumer_timeout_
         "cluster_partition_handling = pause_minority",
         f"listeners.tcp.default = {AMQP_PORT}",
         f"management.tcp.port = {MANAGEMENT_PORT}",
+        # The HTTP API reports each queue's ready and unacknowledged messages, which KEDA scales
+        # on. Said here for the record: it holds because the image's conf.d, which turns it off
+        # and would win over this file, is not read (ADDITIONAL_CONFIG_FILES).
+        "management_agent.disable_metrics_collector = false",
         f"prometheus.tcp.port = {PROMETHEUS_PORT}",
         # Users, permissions, the dead-letter queue and the delivery limits (from the Secret).
         f"load_definitions = {DEFINITIONS_DIR}/{DEFINITIONS_FILE}",
