@@ -121,14 +121,20 @@ def _holder(logs: WorkerLogs, task: str) -> str | None:
     return pods[0] if pods else None
 
 
+def _run_long_task(kube: Kube, images: Images, logs: WorkerLogs, seconds: float) -> tuple[str, str]:
+    """Four Ready workers, one of them running a `seconds` task: the task's id and that pod."""
+    wait_ready(kube, WORKERS, 4, timeout=60)
+    [task] = enqueue(kube, images, "redis", CLIENT_LABEL, count=1, seconds=seconds)
+    wait_for("a worker to start the long task", lambda: _holder(logs, task) is not None, 60)
+    pod = _holder(logs, task)
+    assert pod is not None
+    return task, pod
+
+
 def test_evicted_worker_finishes_its_task_and_takes_no_new_one(deployed_seed: Project, images: Images) -> None:
     kube = deployed_seed.kube
-    wait_ready(kube, WORKERS, 4, timeout=60)
     with WorkerLogs(kube, WORKERS) as logs:
-        [long_task] = enqueue(kube, images, "redis", CLIENT_LABEL, count=1, seconds=20)
-        wait_for("a worker to start the long task", lambda: _holder(logs, long_task) is not None, 60)
-        pod = _holder(logs, long_task)
-        assert pod is not None
+        long_task, pod = _run_long_task(kube, images, logs, 20)
         kube.evict(NAMESPACE, pod)  # the PDB admits it: a refusal (429) raises here
         evicted_at = time.monotonic()
         short = enqueue(kube, images, "redis", CLIENT_LABEL, count=8, seconds=0.2)
@@ -225,10 +231,8 @@ def test_password_rotation_rolls_the_workers_with_no_failed_login(deployed_seed:
 
 def test_destroy_waits_for_the_running_task_and_keeps_the_volume(deployed_seed: Project, images: Images) -> None:
     kube = deployed_seed.kube
-    wait_ready(kube, WORKERS, 4, timeout=60)
     with WorkerLogs(kube, WORKERS) as logs:
-        [task] = enqueue(kube, images, "redis", CLIENT_LABEL, count=1, seconds=20)
-        wait_for("a worker to start the task", lambda: _holder(logs, task) is not None, 60)
+        task, _pod = _run_long_task(kube, images, logs, 20)
         started = time.monotonic()
         deployed_seed.destroy("dev")
         took = time.monotonic() - started
