@@ -340,9 +340,9 @@ def test_a_full_broker_refuses_writes_and_keeps_what_it_has(make_stack: MakeStac
     assert server.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
 
 
-def fill(app: Celery, queue: str = "celery") -> list[str]:
-    """Enqueue 256 KiB tasks until the broker refuses one; the ids of those it accepted."""
-    pad = "x" * 256 * 1024
+def fill(app: Celery, queue: str = "celery", pad_bytes: int = 256 * 1024) -> list[str]:
+    """Enqueue tasks padded to `pad_bytes` until the broker refuses one; the ids of those it accepted."""
+    pad = "x" * pad_bytes
     accepted: list[str] = []
     with pytest.raises(OperationalError) as refused:
         for _ in range(1000):  # 250 MiB at most: far past any test broker's limit
@@ -353,12 +353,86 @@ def fill(app: Celery, queue: str = "celery") -> list[str]:
     return accepted
 
 
+FULL_BROKER_STACK = """
+broker:
+  type: redis
+  name: redis
+  max_memory_mb: 16
+task_server:
+  type: celery
+  name: task_server
+  replicas: 2
+  concurrency_per_replica: 1
+  broker_resource_name: redis
+  max_task_seconds: 3
+  queues: [celery, spare]
+"""
+BINDING_SEP = "\x06\x16"  # kombu's separator inside a binding table member
+
+
+def fill_to_the_brim(app: Celery, stack: LocalStack) -> tuple[list[str], list[redis.Redis]]:
+    """Fill the broker as publishers do, down to tasks with no padding, then connect idle agents
+    until Redis is past `maxmemory`: it refuses even a MULTI of one LLEN, as kombu's `_size`
+    sends it. Filling alone leaves a refused publish's input buffer of headroom, which the
+    first connections of a starting worker happen to use up: the agents make it certain."""
+    accepted: list[str] = []
+    for pad_bytes in (256 * 1024, 16 * 1024, 1024, 0):
+        accepted += fill(app, pad_bytes=pad_bytes)
+    probe = as_user(stack, "worker")
+    agents: list[redis.Redis] = []
+    for _ in range(50):
+        try:
+            probe.pipeline().llen("celery").execute()
+        except redis.exceptions.OutOfMemoryError:
+            return accepted, agents
+        agent = as_user(stack, "default")
+        agent.ping()  # the connection stays open, as an agent's does
+        agents.append(agent)
+    raise AssertionError("the broker never went past maxmemory")
+
+
+def wait_ready_while_running(stack: LocalStack, worker: LocalProcess, index: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not stack.health_file(SERVER, index, "ready").exists():
+        assert worker.running(), f"worker {index} exited on the full broker:\n{worker.log()[-6000:]}"
+        assert time.monotonic() < deadline, f"worker {index} not ready:\n{worker.log()[-6000:]}"
+        time.sleep(0.1)
+
+
+def wait_drained(db: redis.Redis, workers: list[LocalProcess], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while db.llen("celery") or db.hlen("unacked"):
+        assert all(w.running() for w in workers), "a worker exited while draining"
+        assert time.monotonic() < deadline, "the backlog did not drain"
+        time.sleep(0.2)
+
+
+def worker_logs(workers: list[LocalProcess]) -> str:
+    """Every worker's log once (a restarted pod appends to its earlier log)."""
+    return "".join(path.read_text(errors="replace") for path in sorted({w.log_path for w in workers}))
+
+
+def assert_each_ran_once(accepted: list[str], workers: list[LocalProcess]) -> None:
+    logs = worker_logs(workers)
+    for task_id in accepted:
+        assert logs.count(f"Task gru.sleep[{task_id}] succeeded") == 1, [
+            line for line in logs.splitlines() if task_id in line or "Error" in line or "WARNING" in line]
+
+
+def wait_binding(db: redis.Redis, exchange: str, queue: str, timeout: float = 30) -> None:
+    """Until the binding of `queue` that the full broker refused is stored."""
+    deadline = time.monotonic() + timeout
+    while not any(m.decode().endswith(BINDING_SEP + queue) for m in db.smembers(f"_kombu.binding.{exchange}")):
+        assert time.monotonic() < deadline, f"binding of {queue} to {exchange} never stored"
+        time.sleep(0.5)
+
+
 def test_a_full_broker_keeps_running_and_starting_workers_up_and_drains(make_stack: MakeStack) -> None:
     # Results on: the worst case, every finished task also writes to the full broker.
     stack = make_stack(max_memory_mb=16)
     running_worker, app, token, running = one_worker_running_a_task(stack, 6.0)
     db = as_user(stack, "worker")
-    accepted = fill(app)
+    accepted, agents = fill_to_the_brim(app, stack)
     assert len(accepted) > 10
     # A worker starting against the full broker: its init container, queue declarations and
     # unacked sweep all meet a broker that refuses writes.
@@ -378,6 +452,114 @@ def test_a_full_broker_keeps_running_and_starting_workers_up_and_drains(make_sta
     assert as_user(stack, "exporter").info("stats")["evicted_keys"] == 0
     # Drained, the broker takes new work again.
     assert app.send_task("gru.ping").get(timeout=30) == "pong"
+
+
+def test_workers_starting_restarting_and_rolling_out_on_a_broker_past_maxmemory_come_up_and_drain(
+        make_stack: MakeStack) -> None:
+    # Results off (the default) and queued tasks only: nothing but the backlog fills the broker.
+    stack = make_stack(text=FULL_BROKER_STACK)
+    stack.start_broker()
+    app = Celery("e2e-agent", broker=stack.broker_url())
+    db = as_user(stack, "worker")
+    workers: list[LocalProcess] = []
+    all_accepted: list[str] = []
+
+    # A worker starting: its hostname's control (pidbox) queue and the `spare` queue, which no
+    # publisher has declared yet, have no binding stored, and the broker refuses to store one.
+    accepted, agents = fill_to_the_brim(app, stack)
+    assert len(accepted) > 10
+    first = stack.start_pod(SERVER, 0)
+    workers.append(first)
+    wait_ready_while_running(stack, first, 0)
+    wait_drained(db, workers)
+    assert_each_ran_once(accepted, workers)
+    all_accepted += accepted
+    # The refused bindings are stored once there is room again.
+    wait_binding(db, "celery.pidbox", f"celery@{SERVER}-local-0.celery.pidbox")
+    wait_binding(db, "spare", "spare")
+
+    # The same worker restarting (its bindings stored this time) on a broker full again.
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    accepted, more_agents = fill_to_the_brim(app, stack)
+    agents += more_agents
+    restarted = stack.start_pod(SERVER, 0)
+    workers.append(restarted)
+    wait_ready_while_running(stack, restarted, 0)
+    wait_drained(db, [restarted])
+    assert_each_ran_once(accepted, workers)
+    all_accepted += accepted
+
+    # A rollout: a new pod comes up next to the old one, busy with a long task, while the
+    # broker is full; then the old pod stops, finishing its task.
+    ((_, long_task),) = send_sleep(app, 6.0)
+    deadline = time.monotonic() + 30
+    while f"Task gru.sleep[{long_task.id}] received" not in restarted.log():
+        assert time.monotonic() < deadline, "the long task never reached the old pod"
+        time.sleep(0.1)
+    accepted, more_agents = fill_to_the_brim(app, stack)
+    agents += more_agents
+    rolled = stack.start_pod(SERVER, 1)
+    workers.append(rolled)
+    wait_ready_while_running(stack, rolled, 1)
+    restarted.signal(signal.SIGTERM)  # maxUnavailable 0: the old pod goes once the new one is ready
+    assert restarted.wait(30) == 0
+    wait_drained(db, [rolled])
+    assert_each_ran_once(accepted + [long_task.id], workers)
+    all_accepted += accepted
+    assert worker_logs(workers).count("Task gru.sleep[") == 2 * (len(all_accepted) + 1)  # received, succeeded
+
+    for agent in agents:
+        agent.close()
+    assert as_user(stack, "exporter").info("stats")["evicted_keys"] == 0
+    # Drained, the broker takes new work again.
+    sent = app.send_task("gru.sleep", args=[0, "after"])
+    deadline = time.monotonic() + 30
+    while f"Task gru.sleep[{sent.id}] succeeded" not in rolled.log():
+        assert time.monotonic() < deadline, "a task sent after the drain never ran"
+        time.sleep(0.2)
+
+
+def test_a_worker_stopped_on_a_full_broker_puts_back_the_task_it_took_unrecorded(make_stack: MakeStack) -> None:
+    # A worker that takes a task the full broker refuses to record holds its only copy: stopped
+    # before running it, it must put it back, not drop it.
+    stack = make_stack(text=FULL_BROKER_STACK)
+    stack.start_broker()
+    app = Celery("e2e-agent", broker=stack.broker_url())
+    db = as_user(stack, "worker")
+    old = stack.start_pod(SERVER, 0)
+    wait_ready_while_running(stack, old, 0)
+    ((_, long_task),) = send_sleep(app, 4.0)
+    deadline = time.monotonic() + 60
+    while f"Task gru.sleep[{long_task.id}] received" not in old.log():
+        assert time.monotonic() < deadline, "the long task never reached the worker"
+        time.sleep(0.1)
+    accepted, agents = fill_to_the_brim(app, stack)
+    # The long task ends, the worker takes the next task, which the broker refuses to record
+    # (the agents keep it past maxmemory), and it is told to stop meanwhile.
+    while f"Task gru.sleep[{long_task.id}] succeeded" not in old.log():
+        assert time.monotonic() < deadline, "the long task never finished"
+        time.sleep(0.05)
+    old.signal(signal.SIGTERM)
+    while "runs without a redelivery record" not in old.log():
+        assert old.running() and time.monotonic() < deadline, old.log()[-4000:]
+        time.sleep(0.05)
+    # Another consumer takes a task meanwhile, as any other worker would: the room for the
+    # put-back. (Putting back needs more room than taking freed: the command's input buffer.)
+    raw = db.rpop("celery")
+    assert raw is not None
+    taken = json.loads(raw)["headers"]["id"]
+    assert old.wait(30) == 0
+    assert "Restoring 1 unacknowledged message(s)" in old.log()
+    assert db.llen("celery") == len(accepted) - 1, "the task the stopped worker held is gone"
+    new = stack.start_pod(SERVER, 1)
+    wait_ready_while_running(stack, new, 1)
+    wait_drained(db, [new])
+    accepted.remove(taken)
+    assert_each_ran_once(accepted + [long_task.id], [old, new])
+    assert f"Task gru.sleep[{taken}]" not in worker_logs([old, new])
+    for agent in agents:
+        agent.close()
 
 
 def test_results_are_off_unless_asked_for(make_stack: MakeStack) -> None:
