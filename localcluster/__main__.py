@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .control_plane import ControlPlane
-from .engine import engine_bin, images_dir, node_bin
+from .engine import addons_dir, engine_bin, images_dir, node_bin
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,12 +16,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", type=Path, help="where the cluster keeps its state, logs and kubeconfig")
     parser.add_argument("--nodes", type=int, default=3, help="fake nodes, spread over three zones (up)")
     parser.add_argument("--real-node", action="store_true",
-                        help="also one real node (kubelet, containerd) that runs the pods' containers (up)")
+                        help="also one real node (kubelet, containerd) that runs the pods' containers, "
+                             "with KEDA running on it (up)")
+    parser.add_argument("--no-addons", action="store_true",
+                        help="without the CRDs of KEDA and the Prometheus Operator, and without KEDA (up)")
     args = parser.parse_args(argv)
     plane = ControlPlane(args.dir, engine_bin(build=False))
     if args.action == "up":
         try:
-            plane.up(args.nodes, real_node=(node_bin(build=False), images_dir(build=False)) if args.real_node else None)
+            plane.up(args.nodes, real_node=(node_bin(build=False), images_dir(build=False)) if args.real_node else None,
+                       addons=None if args.no_addons else addons_dir(build=False))
         except BaseException:
             print(f"cluster: start failed; logs in {plane.logs}", file=sys.stderr)
             raise

@@ -43,6 +43,14 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "ScaledObject": ("apis/keda.sh/v1alpha1", "scaledobjects", True),
     "TriggerAuthentication": ("apis/keda.sh/v1alpha1", "triggerauthentications", True),
     "ServiceMonitor": ("apis/monitoring.coreos.com/v1", "servicemonitors", True),
+    "ClusterTriggerAuthentication": ("apis/keda.sh/v1alpha1", "clustertriggerauthentications", False),
+    "HorizontalPodAutoscaler": ("apis/autoscaling/v2", "horizontalpodautoscalers", True),
+    "PriorityClass": ("apis/scheduling.k8s.io/v1", "priorityclasses", False),
+    "ClusterRole": ("apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": ("apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "Role": ("apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "APIService": ("apis/apiregistration.k8s.io/v1", "apiservices", False),
 }
 
 

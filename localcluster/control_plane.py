@@ -17,18 +17,18 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 from localrun import free_port
 
+from . import keda
 from .api import Kube, wait_for
-from .real_node import RealNode, admission_config, local_volume_dir
+from .processes import stop_groups
+from .real_node import NODE_IP, RealNode, admission_config, is_ready, local_volume_dir
 
 ZONES = ("zone-a", "zone-b", "zone-c")
 STORAGE_CLASS = "standard"
@@ -37,6 +37,8 @@ STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
 # A pod annotated so holds its full grace period when deleted (kwok_stages.yaml).
 BUSY_ANNOTATION = "localcluster.gru.dev/busy"
 SERVICE_CIDR = "10.96.0.0/16"
+# The name in the front proxy's client certificate, the one aggregated APIs accept.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -44,18 +46,29 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def make_pki(pki: Path) -> None:
-    """A CA, the API server's serving certificate for 127.0.0.1, and the service-account keys."""
+    """A CA, the API server's serving certificate (for 127.0.0.1, the real node's address and
+    the `kubernetes` Service), the service-account keys, and the front proxy's own CA and
+    client certificate, with which the API server calls aggregated APIs (KEDA's metrics)."""
     pki.mkdir(parents=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "7", "-subj", "/CN=gru-local-ca", cwd=pki)
     (pki / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n"
+        f"subjectAltName=IP:127.0.0.1,IP:{NODE_IP},IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
+        "extendedKeyUsage=serverAuth\n"
     )
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
              "-subj", "/CN=kube-apiserver", cwd=pki)
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "server.crt", "-days", "7", "-extfile", "server.ext", cwd=pki)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "front-proxy-ca.key",
+             "-out", "front-proxy-ca.crt", "-days", "7", "-subj", "/CN=gru-local-front-proxy-ca", cwd=pki)
+    (pki / "front-proxy.ext").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "front-proxy-client.key",
+             "-out", "front-proxy-client.csr", "-subj", f"/CN={FRONT_PROXY_CLIENT}", cwd=pki)
+    _openssl("x509", "-req", "-in", "front-proxy-client.csr", "-CA", "front-proxy-ca.crt",
+             "-CAkey", "front-proxy-ca.key", "-CAcreateserial", "-out", "front-proxy-client.crt",
+             "-days", "7", "-extfile", "front-proxy.ext", cwd=pki)
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
@@ -96,15 +109,19 @@ class ControlPlane:
         with self.pids.open("a") as handle:
             handle.write(f"{process.pid} {name}\n")
 
-    def up(self, nodes: int = 3, real_node: tuple[Path, Path] | None = None) -> None:
+    def up(self, nodes: int = 3, real_node: tuple[Path, Path] | None = None,
+           addons: Path | None = None) -> None:
         """Start the control plane and `nodes` fake nodes; with `real_node` (the node's bin
-        directory and the images directory), one real node too."""
+        directory and the images directory), one real node too. With `addons`
+        (tools/addons/build's directory) the cluster has the CRDs of KEDA and of the Prometheus
+        Operator's monitoring kinds, as a platform cluster does; with a real node as well, KEDA
+        itself runs on it."""
         if self.dir.exists() and any(self.dir.iterdir()):
             raise SystemExit(f"cluster: {self.dir} is not empty; `tools/cluster down {self.dir}` first")
         real = RealNode(self.node_dir, real_node[0], real_node[1], self.kubeconfig, self._start) \
             if real_node else None
-        if real is not None:
-            real.check_parts()
+        if addons is not None:
+            keda.check_parts(addons)
         for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
             if not (self.bin / binary).is_file():
                 raise SystemExit(f"cluster: {self.bin / binary} is missing; run tools/engine/build")
@@ -118,6 +135,12 @@ class ControlPlane:
         # With a real node, pods land on it unless their namespace says otherwise (real_node.py).
         admission = ["--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
                      f"--admission-control-config-file={admission_config(pki)}"] if real else []
+        # With a real node the API server listens on the node's address, where its pods reach
+        # it through the `kubernetes` Service; without, on loopback only.
+        address = "127.0.0.1"
+        if real is not None:
+            real.up_network()
+            address = NODE_IP
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
         self._start("etcd", [
             str(self.bin / "etcd"), "--name=local", f"--data-dir={self.dir / 'etcd'}",
@@ -129,7 +152,7 @@ class ControlPlane:
         ])
         self._start("kube-apiserver", [
             str(self.bin / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--bind-address={address}", f"--advertise-address={address}", f"--secure-port={api_port}",
             f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=Node,RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
@@ -138,8 +161,15 @@ class ControlPlane:
             f"--cert-dir={pki}", "--allow-privileged=false", "--profiling=false", "--v=0",
             # Logs and exec: dial the kubelet at its address, not its (unresolvable) name.
             "--kubelet-preferred-address-types=InternalIP", *admission,
+            # Aggregated APIs (KEDA's external metrics): the API server authenticates to them as
+            # the front proxy and dials their pods directly, as kind and kubeadm clusters can.
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}", "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group", "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}", "--enable-aggregator-routing=true",
         ])
-        server = f"https://127.0.0.1:{api_port}"
+        server = f"https://{address}:{api_port}"
         write_kubeconfig(self.kubeconfig, server, pki / "ca.crt", token)
         kube = Kube(self.kubeconfig)
         wait_for("the API server", lambda: bool(kube.request("GET", "readyz?verbose=false") is not None), 120)
@@ -179,6 +209,10 @@ class ControlPlane:
         wait_for("the default service account", lambda: kube.get("ServiceAccount", "default", "default") is not None, 120)
         if real is not None:
             real.up(kube)
+        if addons is not None:
+            keda.install_crds(kube, addons)
+            if real is not None:
+                keda.install(kube, addons, real.image_names())
 
     def recorded_real_node(self) -> RealNode | None:
         """The real node this cluster runs, from its record (None for a kwok-only cluster)."""
@@ -199,38 +233,12 @@ class ControlPlane:
             # The node first, while the API server still answers: its pods are deleted properly.
             kube = Kube(self.kubeconfig) if self.kubeconfig.is_file() else None
             problems += real.stop(kube, [(int(pid), name) for pid, name in entries])
-        if entries:
-            # In reverse: kwok and the controllers before the API server, etcd last.
-            for pid, _name in reversed(entries):
-                _signal_group(int(pid), signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            for pid, _name in reversed(entries):
-                while _alive(int(pid)) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                _signal_group(int(pid), signal.SIGKILL)
+        # In reverse: kwok and the controllers before the API server, etcd last.
+        stop_groups(int(pid) for pid, _name in reversed(entries))
         if real is not None:
             problems += real.remove_files()
         shutil.rmtree(self.dir, ignore_errors=True)
         return problems
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # reap it if it is our child (it is not when `down` runs in another process)
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
 
 
 def fake_node(name: str, zone: str) -> dict[str, object]:
@@ -254,9 +262,4 @@ def fake_node(name: str, zone: str) -> dict[str, object]:
 
 
 def ready_nodes(kube: Kube) -> int:
-    count = 0
-    for node in kube.list("Node"):
-        conditions = node.get("status", {}).get("conditions", [])
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-            count += 1
-    return count
+    return sum(1 for node in kube.list("Node") if is_ready(node))

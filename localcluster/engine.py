@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "tools" / "engine" / "build"
 NODE_BUILD = ROOT / "tools" / "node" / "build"
 IMAGES_BUILD = ROOT / "tools" / "images" / "build"
+ADDONS_BUILD = ROOT / "tools" / "addons" / "build"
 
 
 def engine_bin(build: bool = True) -> Path:
@@ -26,6 +27,12 @@ def node_bin(build: bool = True) -> Path:
 def images_dir(build: bool = True) -> Path:
     """The images built for the real node: $GRU_IMAGES_DIR, else tools/images/build's cache."""
     return _built("GRU_IMAGES_DIR", IMAGES_BUILD, build)
+
+
+def addons_dir(build: bool = True) -> Path:
+    """The cluster add-ons (KEDA's binaries and release manifests): $GRU_ADDONS_DIR, else
+    tools/addons/build's cache."""
+    return _built("GRU_ADDONS_DIR", ADDONS_BUILD, build)
 
 
 def _built(variable: str, script: Path, build: bool) -> Path:

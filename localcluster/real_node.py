@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import yaml
 
@@ -30,6 +30,7 @@ from localrun import free_port
 
 from . import host
 from .api import ApiError, Kube, wait_for
+from .processes import stop_groups
 
 NAME = "real-node"
 BRIDGE = "gru0"
@@ -79,15 +80,24 @@ class RealNode:
             raise SystemExit(f"cluster: {self.socket} is too long for a unix socket; use a shorter DIR")
 
     def image(self, role: str) -> str:
-        images: dict[str, str] = json.loads((self.images / "images.json").read_text())
-        return images[role]
+        return self.image_names()[role]
 
-    def up(self, kube: Kube) -> None:
+    def image_names(self) -> dict[str, str]:
+        """Role -> reference of every image tools/images/build made."""
+        images: dict[str, str] = json.loads((self.images / "images.json").read_text())
+        return images
+
+    def up_network(self) -> None:
+        """The node's bridge, before the API server starts: the API server listens on the node
+        address, so that pods reach it through the `kubernetes` Service (KEDA's do)."""
         self.check_parts()
         self.dir.mkdir(parents=True)
         (self.dir / "parts.json").write_text(json.dumps({"bin": str(self.bin), "images": str(self.images)}))
         self.record.take()
         self._network()
+
+    def up(self, kube: Kube) -> None:
+        """Everything else of the node, once the control plane answers (after `up_network`)."""
         self._containerd()
         self._import_images()
         self._dns(kube)
@@ -288,7 +298,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         # The network parts first, with their own cleanup; then the kubelet and the runtime.
         for name in ("kube-router", "kube-proxy", "coredns", "kubelet"):
             if name in named:
-                stop_process(named[name])
+                stop_groups([named[name]])
         cleanups = [[str(self.bin / "kube-router"), "--cleanup-config"],
                     [str(self.bin / "kube-proxy"), "--cleanup"]]
         for argv in cleanups:
@@ -296,7 +306,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 subprocess.run(argv, capture_output=True, env={"PATH": SYSTEM_PATH}, timeout=60, check=False)
         if "containerd" in named:
             problems += self._kill_containers()
-            stop_process(named["containerd"])
+            stop_groups([named["containerd"]])
         problems += self._kill_shims()
         problems += self._remove_netns()
         bridge = self.record.data.get("bridge")
@@ -376,39 +386,13 @@ class StartProcess(Protocol):
     def __call__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None: ...
 
 
-def node_ready(kube: Kube, name: str) -> bool:
-    node = kube.get("Node", name)
+def is_ready(node: dict[str, Any] | None) -> bool:
     conditions = (node or {}).get("status", {}).get("conditions", [])
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def stop_process(pid: int, timeout: float = 20) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        # Not our child: a zombie still answers kill(0); its state says it is gone.
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-        except OSError:
-            return False
+def node_ready(kube: Kube, name: str) -> bool:
+    return is_ready(kube.get("Node", name))
 
 
 def _pids() -> list[int]:

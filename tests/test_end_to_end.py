@@ -617,9 +617,23 @@ def test_each_client_kind_may_do_only_its_job(make_stack: MakeStack) -> None:
     for command in [("EVAL", "return 1", "0"), ("HSET", "unacked", "t", "x"), ("SET", "k", "v")]:
         with pytest.raises(denied):
             agent.execute_command(*command)
-    assert keda.llen("celery") == 0
-    with pytest.raises(denied):
-        keda.lrange("celery", 0, -1)
+    # What KEDA's redis scaler sends at every poll: EVAL of a script that asks the key's TYPE,
+    # then its LLEN. It counts; the same script cannot read or change anything else.
+    agent.lpush("celery", "t1", "t2")
+    count_like_keda = ("local t = redis.call('type', KEYS[1]).ok "
+                       "if t == 'list' or t == 'none' then return redis.call('llen', KEYS[1]) end "
+                       "return redis.error_reply('ERR unsupported key type: ' .. t)")
+    assert keda.eval(count_like_keda, 1, "celery") == 2
+    assert keda.eval(count_like_keda, 1, "no-such-queue") == 0
+    for script in ("return redis.call('del', KEYS[1])", "return redis.call('lpush', KEYS[1], 'x')",
+                   "return redis.call('lrange', KEYS[1], 0, -1)", "return redis.call('flushall')"):
+        with pytest.raises(redis.exceptions.ResponseError, match="can.t run this command"):
+            keda.eval(script, 1, "celery")
+    for command in [("LRANGE", "celery", "0", "-1"), ("EVALSHA", "0" * 40, "0"), ("SCRIPT", "FLUSH"),
+                    ("FUNCTION", "LIST"), ("DEL", "celery")]:
+        with pytest.raises(denied):
+            keda.execute_command(*command)
+    assert agent.llen("celery") == 2
     assert exporter.info("memory")["maxmemory"] > 0
     with pytest.raises(denied):
         exporter.lpush("celery", "x")

@@ -41,8 +41,11 @@ EXPORTER = AclUser(
     "~* &* -@all +@connection -@dangerous +select +ping +info +config|get +client|list +slowlog|get +slowlog|len "
     "+latency|latest +latency|histogram +memory|usage +type +llen +scard +zcard +hlen +strlen +get +scan",
 )
-# KEDA's redis scaler reads list lengths.
-KEDA = AclUser("keda", "~* -@all +@connection -@dangerous +select +ping +llen")
+# KEDA's redis scaler counts a queue with EVAL of a script that calls TYPE, then LLEN for a
+# list (pkg/scalers/redis_scaler.go). Redis checks each command a script calls against the
+# caller's rules, so EVAL grants nothing more. (Its keys cannot be read-only, %R~: Redis
+# counts the keys of an EVAL as written.)
+KEDA = AclUser("keda", "~* -@all +@connection -@dangerous +select +ping +eval +type +llen")
 # The Redis pod's own probes and its ACL sync sidecar (never mounted anywhere else).
 ADMIN = AclUser(
     "admin",

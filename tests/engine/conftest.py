@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from localcluster.api import Kube, wait_for
+from localcluster.engine import addons_dir
 from localcluster.engine import engine_bin as find_engine_bin
 
 from ..conftest import ROOT
@@ -45,7 +46,9 @@ class Cluster:
 @pytest.fixture(scope="session")
 def cluster(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("cluster") / "plane"
-    env = {**os.environ, "GRU_ENGINE_BIN": str(engine_bin), "GRU_PYTHON": sys.executable}
+    # The add-ons (built first when missing) give the cluster KEDA's and the monitoring CRDs.
+    env = {**os.environ, "GRU_ENGINE_BIN": str(engine_bin), "GRU_PYTHON": sys.executable,
+           "GRU_ADDONS_DIR": str(addons_dir())}
     tool = str(ROOT / "tools" / "cluster")
     try:
         subprocess.run([tool, "up", str(directory)], check=True, env=env, timeout=300,

@@ -1,8 +1,9 @@
 """The real engine against a cluster with a real node: pods run in containers.
 
 One cluster for the whole run, started by `tools/cluster up DIR --real-node` with the node's
-binaries (tools/node/build) and the images built here (tools/images/build), both built first
-when missing. Every pod lands on the real node (its namespace would have to say otherwise).
+binaries (tools/node/build), the images built here (tools/images/build) and the add-ons
+(tools/addons/build: KEDA runs on the node), all built first when missing. Every pod lands
+on the real node (its namespace would have to say otherwise).
 With GRU_NODE_KUBECONFIG the suite runs on that cluster instead (kind, for one), which must
 have the images of tools/images/build side-loaded under their names.
 Each test deploys with `pulumi up` through the engine suite's Project fixture and reads what
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from localcluster.api import Kube
-from localcluster.engine import images_dir, node_bin
+from localcluster.engine import addons_dir, images_dir, node_bin
 
 from ..conftest import ROOT, SEED_YAML
 from ..engine.conftest import Cluster, Project, engine_bin, new_project, project  # noqa: F401 - fixtures used here
@@ -49,7 +50,7 @@ def cluster(engine_bin: Path, images: Images, tmp_path_factory: pytest.TempPathF
     # Short: containerd's socket lives under it, and a unix socket path has 108 bytes at most.
     directory = tmp_path_factory.mktemp("rn") / "c"
     env = {**os.environ, "GRU_ENGINE_BIN": str(engine_bin), "GRU_PYTHON": sys.executable,
-           "GRU_NODE_BIN": str(node_bin()), "GRU_IMAGES_DIR": str(images.directory)}
+           "GRU_NODE_BIN": str(node_bin()), "GRU_IMAGES_DIR": str(images.directory), "GRU_ADDONS_DIR": str(addons_dir())}
     tool = str(ROOT / "tools" / "cluster")
     try:
         subprocess.run([tool, "up", str(directory), "--real-node"], check=True, env=env, timeout=600,
