@@ -41,6 +41,8 @@ class Registration:
     ignore_changes: tuple[str, ...] = ()
     retain_on_delete: bool = False
     delete_timeout: str = ""  # customTimeouts.delete, e.g. "1230s"; "" for the provider's default
+    create_timeout: str = ""
+    update_timeout: str = ""
 
 
 @dataclass
@@ -105,6 +107,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     ignore_changes=tuple(request.ignoreChanges),
                     retain_on_delete=bool(request.retainOnDelete),
                     delete_timeout=request.customTimeouts.delete if request.HasField("customTimeouts") else "",
+                    create_timeout=request.customTimeouts.create if request.HasField("customTimeouts") else "",
+                    update_timeout=request.customTimeouts.update if request.HasField("customTimeouts") else "",
                 )
             )
         return response

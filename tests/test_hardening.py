@@ -233,7 +233,11 @@ def test_metrics_exporter_and_service_monitor(example: list[Manifest]) -> None:
     assert set(env["REDIS_EXPORTER_CHECK_SINGLE_KEYS"]["value"].split(",")) == {
         "db0=celery", "db0=research", "db0=research.priority", "db0=batch", "db0=gru:dead-letter"}
     assert named(example, "Service", "redis-metrics")["spec"]["ports"][0]["port"] == 9121
-    assert named(example, "ServiceMonitor", "redis")["spec"]["endpoints"][0]["port"] == "metrics"
+    monitor = named(example, "ServiceMonitor", "redis")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The label a default kube-prometheus-stack selects monitors by, beside the program's own.
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/part-of"] == "gru"
 
 
 def test_scheduling_passes_through(example: list[Manifest]) -> None:

@@ -297,3 +297,22 @@ def test_deployment_waits_out_the_workers_grace_period_on_delete(evaluate_yaml: 
     assert int(deployment.delete_timeout.removesuffix("s")) >= grace + 600
     (long,) = evaluate_yaml(SEED_YAML + "  max_task_seconds: 14400\n").of_type(DEPLOYMENT)
     assert int(long.delete_timeout.removesuffix("s")) >= 14400 + 600
+
+
+def test_broker_statefulsets_wait_as_long_as_their_slowest_rollout(evaluate_yaml: EvaluateYaml) -> None:
+    # The provider's 10-minute default would fail `pulumi up` while a rollout goes well: each
+    # pod may take its grace period to stop and its startup budget to start again.
+    (redis,) = evaluate_yaml(SEED_YAML).of_type("kubernetes:apps/v1:StatefulSet")
+    pod = redis.inputs["spec"]["template"]["spec"]
+    startup = pod["containers"][0]["startupProbe"]
+    floor = pod["terminationGracePeriodSeconds"] + startup["periodSeconds"] * startup["failureThreshold"]
+    assert int(redis.update_timeout.removesuffix("s")) >= floor + 600
+    assert int(redis.delete_timeout.removesuffix("s")) >= pod["terminationGracePeriodSeconds"] + 600
+    rabbit_yaml = SEED_YAML.replace("type: redis", "type: rabbitmq").replace("name: redis", "name: rabbit") \
+        .replace("broker_resource_name: redis", "broker_resource_name: rabbit")
+    (rabbit,) = evaluate_yaml(rabbit_yaml).of_type("kubernetes:apps/v1:StatefulSet")
+    pod = rabbit.inputs["spec"]["template"]["spec"]
+    assert rabbit.inputs["spec"]["replicas"] == 3 and pod["terminationGracePeriodSeconds"] == 600
+    # Three nodes, one after another: each its 600 s grace and 600 s startup budget.
+    assert int(rabbit.update_timeout.removesuffix("s")) >= 3 * (600 + 600)
+    assert int(rabbit.create_timeout.removesuffix("s")) >= 600

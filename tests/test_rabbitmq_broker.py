@@ -145,6 +145,13 @@ def test_the_consumer_timeout_outlasts_the_longest_task(evaluate_yaml: EvaluateY
     assert int(timeout) > 7200 * 1000
 
 
+def test_the_service_monitor_carries_the_labels_prometheus_selects(evaluate_yaml: EvaluateYaml) -> None:
+    text = RABBIT_YAML.replace("name: rabbit\n", "name: rabbit\n  metrics: {enabled: true, service_monitor: true, "
+                               "service_monitor_labels: {release: monitoring}}\n", 1)
+    labels = one(evaluate_yaml(text), "ServiceMonitor", "rabbit")["metadata"]["labels"]
+    assert labels["release"] == "monitoring" and labels["app.kubernetes.io/instance"] == "rabbit"
+
+
 def test_ports_open_only_to_whom_they_serve(evaluate_yaml: EvaluateYaml) -> None:
     rules = one(evaluate_yaml(RABBIT_YAML), "NetworkPolicy", "rabbit")["spec"]["ingress"]
     assert [[p["port"] for p in r["ports"]] for r in rules] == [[5672], [4369, 25672, 5672]]
@@ -216,6 +223,8 @@ task_server:
     ("  password_rotation: x\n", "broker.password_rotation: unknown field"),
     ("  memory_high_watermark: 0.95\n", "broker.memory_high_watermark: must be at most 0.9"),
     ("  metrics: {service_monitor: true}\n", "a ServiceMonitor needs the metrics endpoint"),
+    ("  metrics: {enabled: true, service_monitor_labels: {release: prom}}\n",
+     "broker.metrics.service_monitor_labels: labels a ServiceMonitor that is not created"),
     ("  memory_high_watermark: '0.5'\n", "broker.memory_high_watermark: must be a number, got '0.5' (text)"),
     ("  disk_free_limit: true\n", "broker.disk_free_limit: must be a quantity, got true (a boolean)"),
 ])

@@ -75,6 +75,14 @@ CASES: list[tuple[str, bytes, list[str]]] = [
      ["broker.create_namespace: namespace 'default' always exists", "create_namespace: false"]),
     ("service monitor without metrics", b"broker: {type: redis, name: r, metrics: {service_monitor: true}}\n",
      ["broker.metrics.service_monitor: a ServiceMonitor needs the metrics exporter"]),
+    ("service monitor labels without a monitor",
+     b"broker: {type: redis, name: r, metrics: {enabled: true, service_monitor_labels: {release: prom}}}\n",
+     ["broker.metrics.service_monitor_labels: labels a ServiceMonitor that is not created", "service_monitor: true"]),
+    ("service monitor label of ours", b"broker: {type: redis, name: r, metrics: {enabled: true, service_monitor: true, "
+     b"service_monitor_labels: {app.kubernetes.io/name: x}}}\n",
+     ["broker.metrics.service_monitor_labels.app.kubernetes.io/name: 'app.kubernetes.io/name' is a label this program sets"]),
+    ("bad service monitor label value", b"broker: {type: redis, name: r, metrics: {enabled: true, service_monitor: true, "
+     b"service_monitor_labels: {release: 'a b'}}}\n", ["'a b' is not a Kubernetes label value"]),
     ("autoscaler below the floor", (SEED_YAML + "  autoscaling: {enabled: true, max_replicas: 2}\n").encode(),
      ["task_server.autoscaling.max_replicas: is 2, below `replicas` (4)"]),
     ("cooldown shorter than the grace period", (SEED_YAML + "  autoscaling: {enabled: true, cooldown_seconds: 60}\n").encode(),

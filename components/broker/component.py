@@ -8,6 +8,7 @@ from urllib.parse import quote
 import pulumi
 
 from .. import kubernetes_objects
+from ..engine_waits import statefulset_timeouts
 from ..spec import BrokerSpec
 from . import manifests, redis_acl
 from .acl_sync import SCRIPT as ACL_SYNC_SCRIPT
@@ -100,10 +101,12 @@ class Broker(pulumi.ComponentResource):
         # Covers redis.conf and the sync script: a change restarts Redis. Passwords do not:
         # the sidecar applies a new users file to the running server.
         config_hash = hashlib.sha256((conf + ACL_SYNC_SCRIPT).encode()).hexdigest()[:16]
+        statefulset = manifests.statefulset(spec, names, config_hash)
         self.statefulset = kubernetes_objects.create(
-            manifests.statefulset(spec, names, config_hash),
+            statefulset,
             pulumi.ResourceOptions(parent=self, depends_on=[self.secret, self.config_map, self.service_account],
-                                   ignore_changes=[manifests.CLAIM_TEMPLATE_SIZE] if spec.storage.enabled else None),
+                                   ignore_changes=[manifests.CLAIM_TEMPLATE_SIZE] if spec.storage.enabled else None,
+                                   custom_timeouts=statefulset_timeouts(statefulset)),
         )
         if spec.metrics.enabled:
             after_redis = pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset])
@@ -111,7 +114,7 @@ class Broker(pulumi.ComponentResource):
             kubernetes_objects.create(manifests.metrics_deployment(spec, names, sorted(set(queues or [])), exporter_hash), after_redis)
             kubernetes_objects.create(manifests.metrics_service(names), child)
             if spec.metrics.service_monitor:
-                kubernetes_objects.create(manifests.service_monitor(names), child)
+                kubernetes_objects.create(manifests.service_monitor(names, spec.metrics.service_monitor_labels), child)
         if spec.storage.enabled:
             kubernetes_objects.patch(manifests.data_claim_size(spec, names),
                                      pulumi.ResourceOptions(parent=self, depends_on=[self.statefulset]))

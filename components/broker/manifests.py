@@ -171,12 +171,15 @@ def metrics_service(names: BrokerNames) -> Manifest:
     }
 
 
-def service_monitor(names: BrokerNames) -> Manifest:
-    """For the Prometheus Operator; rendered only when asked for, since the CRD may not exist."""
+def service_monitor(names: BrokerNames, labels: dict[str, str]) -> Manifest:
+    """For the Prometheus Operator; rendered only when asked for, since the CRD may not exist.
+    `labels` are the user's, for the Prometheus that selects monitors by label."""
+    metadata = _metadata(names, names.service_monitor)
+    metadata["labels"] = {**labels, **metadata["labels"]}
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _metadata(names, names.service_monitor),
+        "metadata": metadata,
         "spec": {
             "selector": {"matchLabels": {**selector_labels(APP, names.base)}},
             "namespaceSelector": {"matchNames": [names.namespace]},

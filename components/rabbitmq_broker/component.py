@@ -10,6 +10,7 @@ import pulumi
 from .. import kubernetes_objects
 from ..broker.component import credentials_hash
 from ..broker.password import GeneratedPassword
+from ..engine_waits import statefulset_timeouts
 from ..spec import RabbitMQBrokerSpec
 from . import definitions as defs
 from . import manifests
@@ -88,14 +89,16 @@ class RabbitMQBroker(pulumi.ComponentResource):
         # Covers rabbitmq.conf, the plugins and the sync script: a change rolls the nodes.
         # Passwords and delivery limits do not: the sidecar imports them into the running cluster.
         config_hash = hashlib.sha256((conf + plugins + SYNC_SCRIPT).encode()).hexdigest()[:16]
+        statefulset = manifests.statefulset(spec, names, config_hash)
         self.statefulset = kubernetes_objects.create(
-            manifests.statefulset(spec, names, config_hash),
+            statefulset,
             pulumi.ResourceOptions(parent=self, depends_on=[self.secret, self.config_map, self.service_account,
                                                             self.headless_service],
-                                   ignore_changes=[manifests.CLAIM_TEMPLATE_SIZE] if spec.storage.enabled else None),
+                                   ignore_changes=[manifests.CLAIM_TEMPLATE_SIZE] if spec.storage.enabled else None,
+                                   custom_timeouts=statefulset_timeouts(statefulset)),
         )
         if spec.metrics.service_monitor:
-            kubernetes_objects.create(manifests.service_monitor(names), child)
+            kubernetes_objects.create(manifests.service_monitor(names, spec.metrics.service_monitor_labels), child)
         if spec.storage.enabled:
             for claim in names.data_claims(spec.replicas):
                 kubernetes_objects.patch(manifests.data_claim_size(spec, names, claim),

@@ -7,7 +7,15 @@ from typing import Literal
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from .broker_common import BrokerBase, BrokerStorage
-from .common import ComputeResources, Image, StrictModel, quantity_to_mib
+from .common import (
+    ComputeResources,
+    Image,
+    LabelKey,
+    LabelValue,
+    StrictModel,
+    quantity_to_mib,
+    service_monitor_label_problems,
+)
 from .problems import CrossFieldProblem
 
 # Redis 7.2 is the last BSD-licensed line; pinned so every rollout runs the same server.
@@ -22,6 +30,9 @@ class BrokerMetrics(StrictModel):
 
     enabled: StrictBool = False
     service_monitor: StrictBool = False
+    # Extra labels on the ServiceMonitor: a Prometheus selects the monitors it scrapes by label
+    # (kube-prometheus-stack's default: `release: <its release name>`).
+    service_monitor_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     image: Image = DEFAULT_EXPORTER_IMAGE
 
 
@@ -43,6 +54,7 @@ class BrokerSpec(BrokerBase):
         if self.metrics.service_monitor and not self.metrics.enabled:
             problems.append((("metrics", "service_monitor"), "a ServiceMonitor needs the metrics exporter",
                              "set `metrics: {enabled: true, service_monitor: true}`"))
+        problems += service_monitor_label_problems(self.metrics.service_monitor_labels, self.metrics.service_monitor)
         if self.resources is not None:
             resolved = self.compute_resources
             problems += [(("resources", *path), message, fix) for path, message, fix in resolved.problems()]

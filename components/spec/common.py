@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from .names import kubernetes_name_problem
+from .problems import CrossFieldProblem
 
 # Kubernetes caps replica counts at int32.
 MAX_REPLICAS = 2_147_483_647
@@ -171,6 +172,22 @@ def _label_key(value: str) -> str:
 
 
 LabelKey = Annotated[StrictStr, AfterValidator(_label_key)]
+LabelValue = Annotated[StrictStr, AfterValidator(_label_value)]
+# The program's own labels (components/labels.py) sit under this prefix; no user label may.
+RESERVED_LABEL_PREFIX = "app.kubernetes.io/"
+
+
+def service_monitor_label_problems(labels: dict[str, str], service_monitor: bool) -> list[CrossFieldProblem]:
+    """`metrics.service_monitor_labels`: only with a ServiceMonitor, and none of ours."""
+    problems: list[CrossFieldProblem] = []
+    if labels and not service_monitor:
+        problems.append((("metrics", "service_monitor_labels"), "labels a ServiceMonitor that is not created",
+                         "set `metrics.service_monitor: true`, or remove service_monitor_labels"))
+    for key in labels:
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            problems.append((("metrics", "service_monitor_labels", key), f"{key!r} is a label this program sets itself",
+                             f"use a label outside {RESERVED_LABEL_PREFIX}, such as `release: <your Prometheus release>`"))
+    return problems
 
 
 def _dns_domain(value: str) -> str:

@@ -7,7 +7,16 @@ from typing import Literal
 from pydantic import Field, StrictBool, StrictFloat, StrictInt
 
 from .broker_common import BrokerBase, BrokerStorage
-from .common import ComputeResources, Image, Quantity, StrictModel, quantity_to_mib
+from .common import (
+    ComputeResources,
+    Image,
+    LabelKey,
+    LabelValue,
+    Quantity,
+    StrictModel,
+    quantity_to_mib,
+    service_monitor_label_problems,
+)
 from .problems import CrossFieldProblem
 
 # Pinned so every node of the cluster, and every rollout, runs the same server. 4.1+ for
@@ -27,6 +36,9 @@ class RabbitMQMetrics(StrictModel):
 
     enabled: StrictBool = False
     service_monitor: StrictBool = False
+    # Extra labels on the ServiceMonitor: a Prometheus selects the monitors it scrapes by label
+    # (kube-prometheus-stack's default: `release: <its release name>`).
+    service_monitor_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
 
 
 class RabbitMQBrokerSpec(BrokerBase):
@@ -55,6 +67,7 @@ class RabbitMQBrokerSpec(BrokerBase):
         if self.metrics.service_monitor and not self.metrics.enabled:
             problems.append((("metrics", "service_monitor"), "a ServiceMonitor needs the metrics endpoint",
                              "set `metrics: {enabled: true, service_monitor: true}`"))
+        problems += service_monitor_label_problems(self.metrics.service_monitor_labels, self.metrics.service_monitor)
         if self.storage.enabled and quantity_to_mib(self.disk_free_limit) >= quantity_to_mib(self.storage.size):
             problems.append((("disk_free_limit",),
                              f"is {self.disk_free_limit}, not below the volume's size ({self.storage.size}): "
