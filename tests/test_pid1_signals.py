@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest
 
 from components.broker import acl_sync
 from components.rabbitmq_broker import definitions_sync
+from localrun import free_port
 
 from .conftest import ROOT
 
@@ -85,3 +87,46 @@ def test_the_workers_wait_for_the_broker_stops_on_sigterm(tmp_path: Path) -> Non
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "worker"),
            "CELERY_BROKER_URL": "redis://:pw@127.0.0.1:1/0", "BROKER_WAIT_SECONDS": "300"}
     assert _seconds_to_stop([sys.executable, "-m", "gru_worker.wait_for_broker"], env, tmp_path, settle=3) < 2
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _processes_with_env(entry: bytes) -> list[int]:
+    """PIDs whose environment holds `entry` (a daemon our test caused, though not our child)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and entry in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_the_definitions_sync_sidecar_starts_no_epmd_before_its_server(shell_env: dict[str, str], tmp_path: Path) -> None:
+    # RabbitMQ's CLI starts an epmd when none answers. In the sidecar that epmd would belong to
+    # the sidecar's container, and the server starting after it would register there.
+    rabbitmq_bin = Path("/usr/lib/rabbitmq/bin")
+    assert (rabbitmq_bin / "rabbitmqctl").is_file(), "needs Debian's rabbitmq-server (.ci/run installs it)"
+    port = free_port()
+    (tmp_path / "home").mkdir()
+    env = {**shell_env, "PATH": f"{rabbitmq_bin}:{os.environ['PATH']}", "HOME": str(tmp_path / "home"),
+           "ERL_EPMD_PORT": str(port), "ERL_EPMD_ADDRESS": "127.0.0.1", "RABBITMQ_NODENAME": "rabbit@localhost",
+           "SYNC_SECONDS": "2"}
+    script = definitions_sync.SCRIPT.replace("$STATE_DIR/beat", f"{tmp_path}/state/beat")
+    process = subprocess.Popen(["sh", "-c", script], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 12  # several sync rounds, each of which would call the CLI
+        while time.monotonic() < deadline and not _listening(port):
+            time.sleep(0.5)
+        assert not _listening(port), "the sidecar started an epmd of its own"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for pid in _processes_with_env(f"ERL_EPMD_PORT={port}".encode()):
+            os.kill(pid, signal.SIGKILL)

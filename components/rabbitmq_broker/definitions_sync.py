@@ -4,7 +4,8 @@ Secret changes, so a new password, task server or delivery limit needs no broker
 The kubelet refreshes a mounted Secret in place. Every few seconds the sidecar compares the
 file's checksum with the one it imported; on a change it waits for the local node and runs
 `rabbitmqctl import_definitions`, which updates users, permissions and policies on the
-running cluster without dropping a connection. It speaks to its own node only, through the
+running cluster without dropping a connection. It runs no CLI tool before the server's epmd
+is up, so it never starts an epmd of its own. It speaks to its own node only, through the
 pod's Erlang cookie, and runs in the RabbitMQ image.
 """
 
@@ -26,7 +27,12 @@ while true; do
   touch "$STATE_DIR/beat"
   sum="$(cksum "$file" 2>/dev/null | cut -d' ' -f1)"
   if [ -n "$sum" ] && [ "$sum" != "$imported" ]; then
-    if rabbitmqctl -q await_startup --timeout 30 >/dev/null 2>&1 \
+    # Only once the server's own epmd answers: any rabbitmqctl call would otherwise start an
+    # epmd in this container, which the server then registers with and which dies with this
+    # sidecar, leaving the node unreachable to its peers and CLI tools. (`epmd -names` only
+    # asks; it starts nothing. An image without it on PATH keeps the old behaviour.)
+    if { ! command -v epmd >/dev/null || epmd -names >/dev/null 2>&1; } \
+        && rabbitmqctl -q await_startup --timeout 30 >/dev/null 2>&1 \
         && rabbitmqctl -q import_definitions "$file" >/dev/null 2>&1; then
       echo "definitions-sync: imported definitions ($sum)"
       imported="$sum"
