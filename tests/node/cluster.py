@@ -105,9 +105,9 @@ def secret_env(name: str, secret: str, key: str) -> Obj:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def run_job(kube: Kube, image: str, script: str, env: list[Obj], labels: dict[str, str] | None = None,
-            timeout: float = 180, namespace: str = NAMESPACE) -> str:
-    """Run `script` with the worker image's Python in a Job's pod; its log once it has finished."""
+def start_job(kube: Kube, image: str, script: str, env: list[Obj], labels: dict[str, str] | None = None,
+              namespace: str = NAMESPACE) -> str:
+    """Start `script` with the worker image's Python in a Job's pod (label agent=<name>); its name."""
     name = f"agent-{uuid.uuid4().hex[:8]}"
     kube.create({
         "apiVersion": "batch/v1", "kind": "Job",
@@ -116,6 +116,13 @@ def run_job(kube: Kube, image: str, script: str, env: list[Obj], labels: dict[st
                  "template": {"metadata": {"labels": {"agent": name, **(labels or {})}},
                               "spec": restricted_pod_spec(image, script, env)}},
     })
+    return name
+
+
+def run_job(kube: Kube, image: str, script: str, env: list[Obj], labels: dict[str, str] | None = None,
+            timeout: float = 180, namespace: str = NAMESPACE) -> str:
+    """Run `script` with the worker image's Python in a Job's pod; its log once it has finished."""
+    name = start_job(kube, image, script, env, labels, namespace)
 
     def finished() -> bool:
         job = kube.get("Job", name, namespace) or {}
