@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -279,4 +280,6 @@ def test_release_builds_the_default_worker_image_for_both_architectures() -> Non
     # The workflow refuses to publish anywhere but where the program's default points.
     (check,) = [s for s in steps if "DEFAULT_WORKER_IMAGE" in s.get("run", "")]
     assert 'repository="ghcr.io/${OWNER,,}/gru-worker"' in check["run"]
-    assert DEFAULT_WORKER_IMAGE.startswith("ghcr.io/") and DEFAULT_WORKER_IMAGE.endswith("/gru-worker:0.1.0")
+    # The default image is the release's: its tag is the project's version.
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert DEFAULT_WORKER_IMAGE.startswith("ghcr.io/") and DEFAULT_WORKER_IMAGE.endswith(f"/gru-worker:{version}")

@@ -124,17 +124,24 @@ def changed_steps(steps: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+def copy_program(source: Path, root: Path) -> None:
+    """The program's files from `source` (a checkout) into the project at `root`, replacing
+    any there: what an upgrade of the program changes."""
+    for name in ("__main__.py", "requirements.txt"):
+        shutil.copy(source / name, root / name)
+    for package in ("components", "gru"):
+        shutil.rmtree(root / package, ignore_errors=True)
+        shutil.copytree(source / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 @contextmanager
-def new_project(cluster: Cluster, engine_bin: Path, tmp_path: Path, home: Path) -> Iterator[Project]:
-    """A copy of the program under `tmp_path`, with its own state backend; on exit, the
-    namespaces it made are removed, and everything in them."""
+def new_project(cluster: Cluster, engine_bin: Path, tmp_path: Path, home: Path, source: Path = ROOT) -> Iterator[Project]:
+    """A copy of the program (this checkout's, or `source`'s) under `tmp_path`, with its own
+    state backend; on exit, the namespaces it made are removed, and everything in them."""
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("__main__.py", "requirements.txt"):
-        shutil.copy(ROOT / name, root / name)
-    for package in ("components", "gru"):
-        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    project: dict[str, Any] = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    copy_program(source, root)
+    project: dict[str, Any] = yaml.safe_load((source / "Pulumi.yaml").read_text())
     # This interpreter's virtualenv already has the requirements: spare Pulumi the install.
     project["runtime"]["options"]["virtualenv"] = sys.prefix
     (root / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
