@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
+from components.spec import parse_stack_spec
 from gru.render import evaluate_stack
 from localcluster.api import Kube
 
@@ -26,13 +25,9 @@ SHIPPED = sorted(p.stem for p in (ROOT / "stacks").glob("*.yaml") if not p.name.
 
 
 def priority_classes(text: str) -> set[str]:
-    """Every priorityClassName a stack file names, in either section."""
-    data: dict[str, Any] = yaml.safe_load(text)
-    entries: list[dict[str, Any]] = []
-    for section in ("broker", "task_server"):
-        value = data.get(section) or []
-        entries += value if isinstance(value, list) else [value]
-    return {e["priority_class_name"] for e in entries if e.get("priority_class_name")}
+    """Every PriorityClass a stack file names, in either section, as the program reads it."""
+    spec = parse_stack_spec(text.encode(), "stack file")
+    return {c.priority_class_name for c in (*spec.brokers, *spec.task_servers) if c.priority_class_name}
 
 
 @contextmanager
