@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,15 +65,23 @@ def cluster(engine_bin: Path, images: Images, tmp_path_factory: pytest.TempPathF
         assert down.returncode == 0, f"tools/cluster down left the host changed:\n{down.stderr}"
 
 
+@contextmanager
+def stack_up(cluster: Cluster, engine_bin: Path, tmp_path_factory: pytest.TempPathFactory,  # noqa: F811
+             stack: str, text: str) -> Iterator[Project]:
+    """Stack file `text` up as `stack` in a project of its own, for a module's tests; destroyed
+    (and its namespace removed) after them."""
+    with new_project(cluster, engine_bin, tmp_path_factory.mktemp(stack),
+                     tmp_path_factory.getbasetemp() / "pulumi-home") as made:
+        made.write_stack(stack, text)
+        made.init(stack)
+        made.up(stack)
+        yield made
+        made.destroy(stack)
+
+
 @pytest.fixture(scope="module")
 def deployed_seed(cluster: Cluster, engine_bin: Path, images: Images,  # noqa: F811
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    """The seed stack, verbatim but for its image names, up on the real node for a module's
-    tests; destroyed (and its namespace removed) after them."""
-    with new_project(cluster, engine_bin, tmp_path_factory.mktemp("seed"),
-                     tmp_path_factory.getbasetemp() / "pulumi-home") as seed:
-        seed.write_stack(SEED_STACK, with_images(SEED_YAML, images))
-        seed.init(SEED_STACK)
-        seed.up(SEED_STACK)
+    """The seed stack, verbatim but for its image names, up on the real node."""
+    with stack_up(cluster, engine_bin, tmp_path_factory, SEED_STACK, with_images(SEED_YAML, images)) as seed:
         yield seed
-        seed.destroy(SEED_STACK)

@@ -20,8 +20,9 @@ import pytest
 
 from localcluster.api import Kube, wait_for
 
-from ..engine.conftest import Cluster, Project, new_project
+from ..engine.conftest import Cluster, Project
 from .cluster import NAMESPACE, Images, WorkerLogs, enqueue, with_images
+from .conftest import stack_up
 
 STACK = """\
 broker:
@@ -50,13 +51,8 @@ TASKS, TASK_SECONDS = 12, 8
 
 @pytest.fixture(scope="module")
 def scaled(cluster: Cluster, engine_bin: Path, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    with new_project(cluster, engine_bin, tmp_path_factory.mktemp("scaled"),
-                     tmp_path_factory.getbasetemp() / "pulumi-home") as project:
-        project.write_stack("scaled", with_images(STACK, images))
-        project.init("scaled")
-        project.up("scaled")
+    with stack_up(cluster, engine_bin, tmp_path_factory, "scaled", with_images(STACK, images)) as project:
         yield project
-        project.destroy("scaled")
 
 
 class ReplicaWatch:

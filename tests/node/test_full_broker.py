@@ -19,8 +19,9 @@ import pytest
 
 from localcluster.api import Kube, wait_for
 
-from ..engine.conftest import Cluster, Project, new_project
+from ..engine.conftest import Cluster, Project
 from .cluster import NAMESPACE, Images, WorkerLogs, container_statuses, pods, secret_env, start_job, with_images
+from .conftest import stack_up
 
 STACK = """\
 broker:
@@ -80,13 +81,8 @@ def stack(replicas: int, queues: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def drain(cluster: Cluster, engine_bin: Path, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    with new_project(cluster, engine_bin, tmp_path_factory.mktemp("drain"),
-                     tmp_path_factory.getbasetemp() / "pulumi-home") as project:
-        project.write_stack("drain", with_images(stack(0, ["celery"]), images))
-        project.init("drain")
-        project.up("drain")
+    with stack_up(cluster, engine_bin, tmp_path_factory, "drain", with_images(stack(0, ["celery"]), images)) as project:
         yield project
-        project.destroy("drain")
 
 
 def fill_broker(kube: Kube, images: Images, queue: str) -> tuple[str, list[str]]:

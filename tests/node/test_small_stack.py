@@ -21,8 +21,9 @@ import pytest
 
 from localcluster.api import wait_for
 
-from ..engine.conftest import Cluster, Project, new_project
+from ..engine.conftest import Cluster, Project
 from .cluster import Images, WorkerLogs, container_statuses, run_job, send, wait_ready, with_images
+from .conftest import stack_up
 
 STACK = """\
 broker:
@@ -63,13 +64,8 @@ CLIENT_LABEL = "gru.dev/client-of-redis"
 
 @pytest.fixture(scope="module")
 def hogs(cluster: Cluster, engine_bin: Path, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    with new_project(cluster, engine_bin, tmp_path_factory.mktemp("hogs"),
-                     tmp_path_factory.getbasetemp() / "pulumi-home") as project:
-        project.write_stack("hogs", with_images(STACK, images))
-        project.init("hogs")
-        project.up("hogs")
+    with stack_up(cluster, engine_bin, tmp_path_factory, "hogs", with_images(STACK, images)) as project:
         yield project
-        project.destroy("hogs")
 
 
 def test_a_runaway_task_fails_alone_and_the_container_stays_up(hogs: Project, images: Images) -> None:
