@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import selectors
 import shutil
@@ -165,15 +166,16 @@ def _reachable(port: int, timeout: float = 1.0) -> bool:
 
 
 class ServiceProxy:
-    """The Service in front of the pods: each new connection goes to the next node that accepts
-    (round robin); when either side closes, both are closed, as a client of a dead pod sees."""
+    """The Service in front of the pods: each new connection goes to a node picked at random
+    among those that accept, as kube-proxy's iptables mode picks an endpoint; when either side
+    closes, both are closed, as a client of a dead pod sees. A frozen node still accepts (its
+    kernel does; so does a tcpSocket readiness probe), so it keeps being picked."""
 
     def __init__(self, backends: list[int]) -> None:
         self.backends = backends
         self._listener = socket.create_server((LOOPBACK, 0))
         self._listener.settimeout(0.2)  # so the accept loop notices close()
         self.port = int(self._listener.getsockname()[1])
-        self._next = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = threading.Event()
@@ -202,15 +204,12 @@ class ServiceProxy:
             threading.Thread(target=self._pump, args=(client, backend), daemon=True).start()
 
     def _connect(self) -> socket.socket | None:
-        count = len(self.backends)
-        for step in range(count):
-            port = self.backends[(self._next + step) % count]
+        for port in random.sample(self.backends, len(self.backends)):
             try:
                 backend = socket.create_connection((LOOPBACK, port), timeout=2)
             except OSError:
                 continue  # a killed or stopped node refuses: skip it, as endpoints drop an unready pod
             backend.settimeout(None)
-            self._next = (self._next + step + 1) % count
             return backend
         return None
 
@@ -493,6 +492,22 @@ class LocalRabbitMQCluster:
             pass
         node.popen.wait(timeout=30)
 
+    def freeze(self, index: int) -> None:
+        """SIGSTOP the node's process group: a hung VM, a long pause, a network black hole. Its
+        sockets stay open and the kernel still accepts connections for it, but nothing answers."""
+        self._signal_group(index, signal.SIGSTOP)
+
+    def thaw(self, index: int) -> None:
+        self._signal_group(index, signal.SIGCONT)
+
+    def _signal_group(self, index: int, sig: signal.Signals) -> None:
+        node = self._nodes[index]
+        if node.popen is not None and node.popen.poll() is None:
+            try:
+                os.killpg(node.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
     def stop(self, index: int, timeout: float = 60) -> None:
         """Pod deletion: SIGTERM to rabbitmq-server (its shell stops beam gracefully), SIGKILL to
         the group after `timeout`, as at grace-period end; then TimeoutError, since it was not graceful."""
@@ -565,6 +580,8 @@ class LocalRabbitMQCluster:
             self._proxy.close()
             self._proxy = None
         running = [n for n in self._nodes if n.running()]
+        for node in running:
+            self.thaw(node.index)  # a frozen node would sit out SIGTERM
 
         def stop(node: _Node) -> None:
             try:

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 
@@ -31,6 +32,30 @@ def runs(stack: LocalStack, server: str) -> Counter[str]:
     for process in logs.values():
         counts.update(_SUCCEEDED.findall(process.log()))
     return counts
+
+
+_SUCCEEDED_AT = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/[^\]]*\] "
+                           r"Task gru\.sleep\[[0-9a-f-]+\] succeeded", re.MULTILINE)
+
+
+def completions(stack: LocalStack, server: str) -> dict[str, list[float]]:
+    """When each worker of `server` finished a `gru.sleep` task (wall clock, sorted), from
+    the workers' own log lines."""
+    out: dict[str, list[float]] = {}
+    names = set(worker_names(stack, server))
+    logs = {process.log_path: process for process in stack._processes if process.name in names}
+    for process in logs.values():
+        times = out.setdefault(process.name, [])
+        for stamp in _SUCCEEDED_AT.findall(process.log()):
+            times.append(time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000)
+        times.sort()
+    return out
+
+
+def longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch in [start, end] with no entry of `times`: a consumer's stall."""
+    inside = [start, *(t for t in times if start < t < end), end]
+    return max(b - a for a, b in zip(inside, inside[1:], strict=False))
 
 
 def wait_all_ran(stack: LocalStack, server: str, ids: list[str], timeout: float) -> Counter[str]:
@@ -60,22 +85,33 @@ class Publisher(threading.Thread):
     """An agent sending short `gru.sleep` tasks steadily; records the id of every publish the
     broker accepted (with publisher confirms on RabbitMQ, a reply to the push on Redis)."""
 
-    def __init__(self, app: Celery, seconds: float = 0.2, every: float = 0.05) -> None:
+    def __init__(self, app: Celery, seconds: float = 0.2, every: float = 0.05,
+                 options: list[dict[str, Any]] | None = None) -> None:
         super().__init__(daemon=True)
         self.app, self.seconds, self.every = app, seconds, every
+        # Celery publish options (countdown, queue, ...), taken in turn, one per publish.
+        self.options = options or [{}]
         self.confirmed: list[str] = []
         self.failed = 0
+        # Every publish: (wall-clock start, seconds it took, whether the broker accepted it).
+        self.publishes: list[tuple[float, float, bool]] = []
+        self.confirmed_at: dict[str, float] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
+            options = self.options[len(self.publishes) % len(self.options)]
             task_id = uuid.uuid4().hex
+            started, accepted = time.time(), False
             try:
                 # A failed publish is the agent's to retry, and is not counted as accepted.
                 self.app.send_task("gru.sleep", args=[self.seconds, task_id], task_id=task_id, retry=True,
                                    retry_policy={"max_retries": 30, "interval_start": 0.2, "interval_step": 0.2,
-                                                 "interval_max": 1})
+                                                 "interval_max": 1}, **options)
                 self.confirmed.append(task_id)
+                self.confirmed_at[task_id] = time.time()
+                accepted = True
             except Exception:  # noqa: BLE001 - counted: an unconfirmed publish is not an accepted task
                 self.failed += 1
+            self.publishes.append((started, time.time() - started, accepted))
             time.sleep(self.every)

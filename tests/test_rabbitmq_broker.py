@@ -132,8 +132,12 @@ def test_each_task_server_gets_its_delivery_limit_and_the_dead_letter_queue(eval
     pattern = re.compile(policy["pattern"])
     assert pattern.match("celery") and pattern.match("agents.long")
     assert not pattern.match("agentsXlong") and not pattern.match("celery_delayed_0")
-    # No queue in the definitions: imported before the nodes cluster, it would get one member.
-    assert "queues" not in definitions
+    # The task queues and the delayed-delivery topology are the broker's (topology.py); the
+    # dead-letter queue is the workers' (imported before the nodes cluster, it would get one
+    # member, and the sidecar's grow is what fixes that for the others).
+    queues = {q["name"] for q in definitions["queues"]}
+    assert {"celery", "agents.long", "celery_delayed_0", "celery_delayed_27"} <= queues
+    assert DEAD_LETTER_QUEUE not in queues
     assert (DEAD_LETTER_QUEUE, "gru.dead-letter") == (dead_letter.DEAD_LETTER_QUEUE, dead_letter.DEAD_LETTER_EXCHANGE)
     assert {u["name"]: u["tags"] for u in definitions["users"]} == {"agent": [], "worker": [], "keda": ["monitoring"]}
 

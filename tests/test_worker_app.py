@@ -54,7 +54,12 @@ def test_an_amqp_broker_keeps_celerys_own_transport() -> None:
     # Quorum queues with publisher confirms, and no Redis-only visibility timeout.
     assert settings["task_default_queue_type"] == "quorum"
     assert settings["worker_detect_quorum_queues"] is True
-    assert settings["broker_transport_options"] == {"confirm_publish": True}
+    # Every read, write and handshake bounded: a frozen node fails a call, never hangs it.
+    assert settings["broker_transport_options"] == {"confirm_publish": True, "read_timeout": 5, "write_timeout": 5}
+    assert settings["broker_connection_timeout"] == 5 and settings["broker_heartbeat"] == 5
+    # Queues named by a task server or an agent are quorum queues on topic exchanges too.
+    assert (settings["task_create_missing_queue_type"], settings["task_create_missing_queue_exchange_type"]) == \
+        ("quorum", "topic")
 
 
 def test_flags_can_be_turned_off() -> None:

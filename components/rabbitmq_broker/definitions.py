@@ -1,5 +1,6 @@
-"""The broker's definitions file: users, permissions and each task server's delivery limit,
-imported at boot and re-imported by the definitions-sync sidecar.
+"""The broker's definitions file: users, permissions, each task server's delivery limit and the
+exchanges, queues and bindings Celery uses (topology.py), imported at boot and re-imported by
+the definitions-sync sidecar (which also gives each quorum queue a member on its node).
 
 The dead-letter exchange and queue the policies name are declared by the workers instead
 (worker/gru_worker/dead_letter.py): a quorum queue declared from the definitions at boot,
@@ -19,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from .rabbitmq_config import VHOST
+from .topology import topology
 
 HASHING = "rabbit_password_hashing_sha256"
 # What the workers declare (gru_worker.dead_letter; a test holds the two to the same names).
@@ -94,5 +96,6 @@ def definitions(passwords: dict[str, str], limits: list[DeliveryLimit]) -> str:
         "permissions": [{"user": u.name, "vhost": VHOST, "configure": u.permissions[0],
                          "write": u.permissions[1], "read": u.permissions[2]} for u in USERS],
         "policies": [policy(limit) for limit in limits],
+        **topology([queue for limit in limits for queue in limit.queues]),
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"

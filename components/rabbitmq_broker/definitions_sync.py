@@ -4,7 +4,10 @@ Secret changes, so a new password, task server or delivery limit needs no broker
 The kubelet refreshes a mounted Secret in place. Every few seconds the sidecar compares the
 file's checksum with the one it imported; on a change it waits for the local node and runs
 `rabbitmqctl import_definitions`, which updates users, permissions and policies on the
-running cluster without dropping a connection. It runs no CLI tool before the server's epmd
+running cluster without dropping a connection. It then makes its node a member of every
+quorum queue (`rabbitmq-queues grow`): the queues a node imports at boot, before its peers
+have joined, start with that node alone, and RabbitMQ 3.x never adds the others (4.x's
+membership reconciliation does, later). It runs no CLI tool before the server's epmd
 is up, so it never starts an epmd of its own. It speaks to its own node only, through the
 pod's Erlang cookie, and runs in the RabbitMQ image.
 """
@@ -33,7 +36,8 @@ while true; do
     # asks; it starts nothing. An image without it on PATH keeps the old behaviour.)
     if { ! command -v epmd >/dev/null || epmd -names >/dev/null 2>&1; } \
         && rabbitmqctl -q await_startup --timeout 30 >/dev/null 2>&1 \
-        && rabbitmqctl -q import_definitions "$file" >/dev/null 2>&1; then
+        && rabbitmqctl -q import_definitions "$file" >/dev/null 2>&1 \
+        && rabbitmq-queues -q grow "$RABBITMQ_NODENAME" all >/dev/null 2>&1; then
       echo "definitions-sync: imported definitions ($sum)"
       imported="$sum"
     else

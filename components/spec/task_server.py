@@ -14,7 +14,7 @@ SUPPORTED_TASK_SERVER_TYPES = ("celery",)
 # The project's own worker image, built from worker/ and published, for amd64 and arm64, by
 # .github/workflows/release.yml on a `worker-v<version>` tag (it refuses to publish anywhere
 # but here, so this name and the published image cannot drift apart).
-DEFAULT_WORKER_IMAGE = "ghcr.io/canso-ai/gru-worker:0.2.0"
+DEFAULT_WORKER_IMAGE = "ghcr.io/canso-ai/gru-worker:0.3.0"
 DEFAULT_WORKER_APP = "gru_worker.app"
 
 _QUEUE = re.compile(r"^[A-Za-z0-9_.:-]+$")

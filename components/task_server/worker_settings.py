@@ -38,9 +38,12 @@ def worker_args(spec: TaskServerSpec) -> list[str]:
         f"--queues={','.join(spec.queues)}",
         # $(POD_NAME) is expanded by the kubelet: each pod is a distinct Celery node.
         "--hostname=celery@$(POD_NAME)",
-        # Gossip and mingle cost broker round trips per worker and buy nothing here.
+        # Gossip and mingle cost broker round trips per worker and buy nothing here. Event
+        # heartbeats go out on a second connection with publisher confirms: on RabbitMQ, one
+        # waiting for a confirm from a frozen node stalled the worker's whole event loop.
         "--without-gossip",
         "--without-mingle",
+        "--without-heartbeat",
     ]
     # Against leaks: replace a pool process that grew past its share of the memory limit.
     args.append(f"--max-memory-per-child={spec.recycle_memory_mb * 1024}")

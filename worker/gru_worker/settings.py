@@ -65,18 +65,43 @@ def _redis_transport_options(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+# A node that stops answering (a hung VM, a long pause, a black-holed network) keeps its TCP
+# connections open, and py-amqp would wait on it without bound. Every socket read and write
+# and the connection handshake are bounded instead: a publish waiting for its confirm on a
+# frozen node fails after AMQP_IO_TIMEOUT_SECONDS and the retry reconnects through the
+# Service; a consuming worker, which reads nothing while its queue is empty, learns from AMQP
+# heartbeats within two intervals that its node went silent (Celery's default is 120 s).
+AMQP_IO_TIMEOUT_SECONDS = 5
+AMQP_HEARTBEAT_SECONDS = 5
+
 # RabbitMQ: quorum queues (replicated by Raft: a task survives the loss of a node), publisher
 # confirms (a publish returns only once the queue's majority has the task), and Celery's
 # native delayed delivery, which ETA and countdown tasks need on quorum queues. The
-# delivery limit and dead-letter queue are the broker's policies (definitions.py).
+# delivery limit and dead-letter queue are the broker's policies (definitions.py), and the
+# broker declares the task queues and the delayed-delivery topology (topology.py).
 AMQP_SETTINGS: dict[str, Any] = {
     "task_default_queue_type": "quorum",
     # Native delayed delivery binds through topic exchanges; with the default direct exchange
     # Celery skips it and a countdown task would sit in a worker, holding its only slot.
     "task_default_exchange_type": "topic",
     "worker_detect_quorum_queues": True,
+    # Any queue but the default one (a task server's `queues`, an agent's `queue=`) is made by
+    # Celery as a classic queue on a direct exchange unless told otherwise: not replicated, no
+    # delivery limit, and a countdown task on it would wait in a worker.
+    "task_create_missing_queue_type": "quorum",
+    "task_create_missing_queue_exchange_type": "topic",
     "broker_native_delayed_delivery_queue_type": "quorum",
-    "broker_transport_options": {"confirm_publish": True},
+    "broker_transport_options": {"confirm_publish": True, "read_timeout": AMQP_IO_TIMEOUT_SECONDS,
+                                 "write_timeout": AMQP_IO_TIMEOUT_SECONDS},
+    "broker_connection_timeout": AMQP_IO_TIMEOUT_SECONDS,
+    "broker_heartbeat": AMQP_HEARTBEAT_SECONDS,
+    # The remote-control queue (celery@<host>.celery.pidbox) is exclusive by default, owned by
+    # one connection: a worker that reconnects before the broker has noticed its old connection
+    # is gone gets RESOURCE_LOCKED, which Celery treats as unrecoverable, and the worker exits.
+    # Non-exclusive, it is still auto-deleted 10 s after its last consumer (control_queue_expires).
+    "control_queue_exclusive": False,
+    # The broker declares the delayed-delivery topology (gru_worker.consumer says why).
+    "worker_consumer": "gru_worker.consumer:Consumer",
 }
 
 
