@@ -4,7 +4,7 @@ import pulumi
 
 from components import sdk_performance
 from components.program import PlaintextPasswordError, run
-from components.spec import SpecError
+from components.stack_model import SpecError
 
 sdk_performance.install()  # linear, lean registration of big stacks (see the module)
 try:

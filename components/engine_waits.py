@@ -13,7 +13,7 @@ from typing import Any
 
 import pulumi
 
-from .spec.stack import ROLLOUT_ALLOWANCE_SECONDS
+from .stack_model.stack import ROLLOUT_ALLOWANCE_SECONDS
 
 
 def _probe_budget(probe: dict[str, Any] | None) -> int:

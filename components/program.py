@@ -9,14 +9,14 @@ import pulumi
 from pulumi.runtime.config import get_config, is_config_secret
 
 from . import kubernetes_objects
-from .broker import Broker
 from .namespace import namespace as namespace_manifest
 from .rabbitmq_broker import RabbitMQBroker
 from .rabbitmq_broker.definitions import DeliveryLimit
-from .spec import AnyBrokerSpec, RabbitMQBrokerSpec, StackSpec, load_stack_spec, stack_file
+from .redis_broker import RedisBroker
+from .stack_model import AnyBrokerSpec, RabbitMQBrokerSpec, StackSpec, load_stack_spec, stack_file
 from .task_server import TaskServer
 
-AnyBroker = Broker | RabbitMQBroker
+AnyBroker = RedisBroker | RabbitMQBroker
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = PROJECT_ROOT / "stacks"
@@ -108,6 +108,6 @@ def _broker(spec: StackSpec, broker_spec: AnyBrokerSpec, password: pulumi.Output
         limits = [DeliveryLimit(s.name, tuple(s.queues), s.max_deliveries) for s in servers]
         return RabbitMQBroker(broker_spec, password=password, delivery_limits=limits, autoscaled=autoscaled,
                               consumer_timeout_seconds=spec.unacknowledged_limit_of(broker_spec), opts=opts)
-    return Broker(broker_spec, password=password, queues=[q for s in servers for q in s.queues],
+    return RedisBroker(broker_spec, password=password, queues=[q for s in servers for q in s.queues],
                   autoscaled=autoscaled, password_drop_after_seconds=spec.password_drop_after_of(broker_spec),
                   opts=opts)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from components.program import PlaintextPasswordError
-from components.spec import SpecError, StackSpec, load_stack_spec, stack_file
+from components.stack_model import SpecError, StackSpec, load_stack_spec, stack_file
 
 from .engine import (
     DEV_STACK,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from components.program import PlaintextPasswordError
-from components.spec import SpecError, StackSpec
+from components.stack_model import SpecError, StackSpec
 
 from . import api
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from components.spec import Problem, SpecError
-from components.spec.problems import format_path
+from components.stack_model import Problem, SpecError
+from components.stack_model.problems import format_path
 
 __all__ = ["EXIT_FAILED", "GruError", "ProblemReport"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from components.spec import Problem, SpecError, StackSpec, parse_stack_spec
-from components.spec.problems import format_path
-from components.spec.yaml_source import YamlDocument, YamlSourceError, parse_yaml
+from components.stack_model import Problem, SpecError, StackSpec, parse_stack_spec
+from components.stack_model.problems import format_path
+from components.stack_model.yaml_source import YamlDocument, YamlSourceError, parse_yaml
 
 from .errors import GruError, ProblemReport
 from .results import ComponentRef

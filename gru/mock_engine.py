@@ -21,8 +21,8 @@ from pulumi.runtime.stack import run_pulumi_func, wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
 from components import sdk_performance
-from components.broker.password import TYPE_TOKEN as PASSWORD_TYPE
-from components.broker.password import new_password
+from components.generated_password import TYPE_TOKEN as PASSWORD_TYPE
+from components.generated_password import new_password
 
 PROJECT = "gru"
 

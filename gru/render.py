@@ -17,7 +17,7 @@ import yaml
 from pulumi.runtime import rpc
 
 from components.program import STACKS_DIR, run
-from components.spec import load_stack_spec, stack_file
+from components.stack_model import load_stack_spec, stack_file
 
 from .mock_engine import Evaluation, Registration, Settle, evaluate
 from .stack_config import read_stack_config
@@ -66,7 +66,7 @@ _KIND_ORDER = [
     "CronJob", "Ingress", "TriggerAuthentication", "ScaledObject", "ServiceMonitor",
 ]
 # Brokers (of every type) before the task servers that depend on them.
-_COMPONENT_ORDER = [{"gru:index:Broker", "gru:index:RabbitMQBroker"}, {"gru:index:TaskServer"}]
+_COMPONENT_ORDER = [{"gru:index:RedisBroker", "gru:index:RabbitMQBroker"}, {"gru:index:TaskServer"}]
 
 
 def creation_order(evaluation: Evaluation, file_order: list[str] | None = None) -> list[Registration]:

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from components.spec.common import quantity_to_mib
+from components.stack_model.common import quantity_to_mib
 
 from .api import ApiError, Kube, Obj
 from .real_node import NAME as REAL_NODE

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.spec import SpecError, parse_stack_spec
+from components.stack_model import SpecError, parse_stack_spec
 from gru import api
 from gru.cli import main
 

@@ -644,8 +644,8 @@ def test_each_client_kind_may_do_only_its_job(make_stack: MakeStack) -> None:
 
 
 def test_a_password_rotation_moves_every_client_with_no_failed_login_and_no_lost_task(make_stack: MakeStack) -> None:
-    from components.broker.component import broker_url
-    from components.broker.redis_acl import USERS, acl_file
+    from components.redis_broker.component import broker_url
+    from components.redis_broker.redis_acl import USERS, acl_file
 
     stack = make_stack()
     host = "redis.gru.svc.cluster.local"

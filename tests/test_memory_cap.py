@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from components.spec import TaskServerSpec
+from components.stack_model import TaskServerSpec
 from components.task_server.worker_settings import TASK_MEMORY_LIMIT_ENV, app_settings_env
 
 from .conftest import ROOT

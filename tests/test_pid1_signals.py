@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from components.broker import acl_sync
 from components.rabbitmq_broker import definitions_sync
+from components.redis_broker import acl_sync
 from localrun import free_port
 
 from .conftest import ROOT

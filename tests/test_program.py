@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 import pytest
 
-from components.broker.redis_acl import password_hash
-from components.spec.task_server import DEFAULT_WORKER_IMAGE
+from components.redis_broker.redis_acl import password_hash
+from components.stack_model.task_server import DEFAULT_WORKER_IMAGE
 from gru.mock_engine import Evaluation, Registration
 
 from .conftest import SEED_YAML, URL_SPECIALS, EvaluateYaml, dumps, make_password
@@ -40,7 +40,7 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
     got = sorted((r.type, r.name) for r in evaluation.registrations)
     assert got == sorted([
         ("kubernetes:core/v1:Namespace", "gru"),
-        ("gru:index:Broker", "redis"),
+        ("gru:index:RedisBroker", "redis"),
         ("kubernetes:core/v1:ServiceAccount", "redis"),
         ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "redis"),
         ("kubernetes:policy/v1:PodDisruptionBudget", "redis"),
@@ -61,7 +61,7 @@ def test_seed_yaml_registers_exactly_the_expected_resources(evaluate_yaml: Evalu
         ("kubernetes:policy/v1:PodDisruptionBudget", "task-server"),
         (DEPLOYMENT, "task-server"),
     ])
-    broker, server = evaluation.of_type("gru:index:Broker")[0], evaluation.of_type("gru:index:TaskServer")[0]
+    broker, server = evaluation.of_type("gru:index:RedisBroker")[0], evaluation.of_type("gru:index:TaskServer")[0]
     assert sorted((r.type.rsplit(":", 1)[-1], r.name) for r in children_of(evaluation, broker)) == [
         ("ConfigMap", "redis-config"), ("GeneratedPassword", "redis-admin-password"),
         ("GeneratedPassword", "redis-exporter-password"), ("GeneratedPassword", "redis-keda-password"),
@@ -95,7 +95,7 @@ def test_replicas_and_concurrency_land_in_the_deployment(evaluate_yaml: Evaluate
 
 def test_every_worker_resource_depends_on_the_broker(evaluate_yaml: EvaluateYaml) -> None:
     evaluation = evaluate_yaml(SEED_YAML)
-    (broker,) = evaluation.of_type("gru:index:Broker")
+    (broker,) = evaluation.of_type("gru:index:RedisBroker")
     (statefulset,) = evaluation.of_type(STATEFULSET)
     assert statefulset.parent == broker.urn
     (server,) = evaluation.of_type("gru:index:TaskServer")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from components.rabbitmq_broker.definitions import DEAD_LETTER_QUEUE, password_hash
-from components.spec import SpecError, parse_stack_spec
+from components.stack_model import SpecError, parse_stack_spec
 from gru.mock_engine import Evaluation, Registration
 from gru_worker import dead_letter
 

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.spec.task_server import DEFAULT_WORKER_IMAGE
+from components.stack_model.task_server import DEFAULT_WORKER_IMAGE
 from gru.cli import main
 from gru.render import REDACTED, RenderedObject, render_stack, write_manifests
 

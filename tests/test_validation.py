@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.spec import SpecError, load_stack_spec, parse_stack_spec
+from components.stack_model import SpecError, load_stack_spec, parse_stack_spec
 from gru.mock_engine import Evaluation
 
 from .conftest import SEED_YAML, EvaluateYaml

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from components.spec import parse_stack_spec
+from components.stack_model import parse_stack_spec
 from components.task_server.worker_settings import app_settings_env
 from gru_worker.probe import check
 from gru_worker.settings import settings_from_env
@@ -115,7 +115,7 @@ def test_health_markers_are_cleared_when_a_worker_starts(tmp_path: Path, monkeyp
 
 
 def test_the_delivery_cap_travels_to_the_worker_and_the_dead_letters_to_the_metrics() -> None:
-    from components.broker.redis_config import DEAD_LETTER_KEY
+    from components.redis_broker.redis_config import DEAD_LETTER_KEY
     from gru_worker.deliveries import DEAD_LETTER_KEY as WORKER_DEAD_LETTER_KEY
 
     (server,) = parse_stack_spec((SEED_YAML + "  max_deliveries: 7\n").encode(), "dev.yaml").task_servers

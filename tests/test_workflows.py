@@ -191,7 +191,7 @@ ALL = ["dev", "prod-eu", "staging"]
         (change(("stacks/Pulumi.dev.yaml", "config: {a: b}\n"), ("stacks/prod-eu.yaml", "x: 1\n")), ["dev", "prod-eu"]),
         (change(("stacks/eu-west.yaml", "broker: {}\n")), ["eu-west"]),
         (change(("components/program.py", "# changed\n")), ALL),
-        (change(("components/broker/new.py", "")), ALL),
+        (change(("components/redis_broker/new.py", "")), ALL),
         (change(("__main__.py", "# changed\n")), ALL),
         (change(("Pulumi.yaml", "name: gru\n# x\n")), ALL),
         (change(("requirements.txt", "pulumi>=3\n")), ALL),
@@ -268,7 +268,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
 
 
 def test_release_builds_the_default_worker_image_for_both_architectures() -> None:
-    from components.spec.task_server import DEFAULT_WORKER_IMAGE
+    from components.stack_model.task_server import DEFAULT_WORKER_IMAGE
 
     release = load(WORKFLOWS_DIR / "release.yml")
     assert triggers(release)["push"]["tags"] == ["worker-v*"]

@@ -1,3 +1,1 @@
-from .component import Broker, broker_url
-
-__all__ = ["Broker", "broker_url"]
+"""Kept for state written by gru up to 0.3.0: see password.py. Nothing else lives here."""

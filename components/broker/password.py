@@ -1,64 +1,11 @@
-"""A broker password generated once and kept, encrypted, in the stack's state, with its
-successor staged beside it.
+"""Where the generated-password provider lived up to 0.3.0 (now components/generated_password.py).
 
-A Pulumi dynamic resource: the engine runs `create` once, stores `result` and `next` as
-secrets, and every later `pulumi up` reads them back from state, so updates never rotate a
-password by accident. A new `rotation` text rotates on purpose, as an update: `next` becomes
-`result` and a fresh `next` is generated. Redis accepts `next` before any client uses it, so
-clients move over with no failed login. Changing `length` generates both afresh.
-It needs no provider plugin beyond the Python SDK's own dynamic-provider host.
+A Pulumi dynamic resource keeps its provider in state, pickled by reference to its module
+(`components.broker.password._PasswordProvider`), and the engine unpickles that reference to
+refresh or delete the resource. Stacks that have not updated their passwords since still
+name this module; removing it would make their `pulumi destroy` fail.
 """
 
-from __future__ import annotations
+from ..generated_password import _PasswordProvider
 
-import secrets
-import string
-from typing import Any
-
-import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
-
-ALPHABET = string.ascii_letters + string.digits
-TYPE_TOKEN = "pulumi-python:dynamic/gru:GeneratedPassword"
-DEFAULT_LENGTH = 32
-
-
-def new_password(length: int) -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
-
-
-class _PasswordProvider(ResourceProvider):
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        length = int(props["length"])
-        return CreateResult(id_=secrets.token_hex(8), outs={
-            "length": length, "rotation": props.get("rotation", ""),
-            "result": new_password(length), "next": new_password(length)})
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        rotated = olds.get("rotation", "") != news.get("rotation", "")
-        # State written before `next` existed gains one, keeping `result`.
-        staged = bool(olds.get("next"))
-        replaces = ["length"] if olds.get("length") != news.get("length") else []
-        return DiffResult(changes=bool(replaces) or rotated or not staged, replaces=replaces,
-                          delete_before_replace=False)
-
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        length = int(news["length"])
-        rotated = olds.get("rotation", "") != news.get("rotation", "")
-        # Rotated: the staged password (a fresh one for state from before staging); else kept.
-        current = (olds.get("next") or new_password(length)) if rotated else olds["result"]
-        return UpdateResult(outs={"length": length, "rotation": news.get("rotation", ""),
-                                  "result": current, "next": new_password(length)})
-
-
-class GeneratedPassword(Resource, module="gru", name="GeneratedPassword"):
-    """`result` is the password in use, `next` the one a rotation moves to (both secret)."""
-
-    result: pulumi.Output[str]
-    next: pulumi.Output[str]
-
-    def __init__(self, name: str, length: int = DEFAULT_LENGTH, rotation: str = "",
-                 opts: pulumi.ResourceOptions | None = None) -> None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["result", "next"]))
-        super().__init__(_PasswordProvider(), name,
-                         {"length": length, "rotation": rotation, "result": None, "next": None}, opts)
+__all__ = ["_PasswordProvider"]

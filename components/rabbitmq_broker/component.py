@@ -8,10 +8,10 @@ from urllib.parse import quote
 import pulumi
 
 from .. import kubernetes_objects
-from ..broker.component import credentials_hash
-from ..broker.password import GeneratedPassword
 from ..engine_waits import statefulset_timeouts
-from ..spec import RabbitMQBrokerSpec
+from ..generated_password import GeneratedPassword
+from ..redis_broker.component import credentials_hash
+from ..stack_model import RabbitMQBrokerSpec
 from . import definitions as defs
 from . import manifests
 from .definitions_sync import SCRIPT as SYNC_SCRIPT

@@ -12,7 +12,7 @@ import pulumi
 
 from ..labels import CONFIG_HASH_ANNOTATION, common_labels, selector_labels
 from ..pod_security import checkov_skip_annotations, container_security_context, image_pull_policy, pod_security_context
-from ..spec import RabbitMQBrokerSpec, kubernetes_name
+from ..stack_model import RabbitMQBrokerSpec, kubernetes_name
 from .definitions_sync import HEARTBEAT, STATE_DIR, SYNC_SECONDS
 from .rabbitmq_config import (
     ADDITIONAL_CONFIG_FILES,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..spec import RabbitMQBrokerSpec
+from ..stack_model import RabbitMQBrokerSpec
 
 AMQP_PORT = 5672
 MANAGEMENT_PORT = 15672  # the HTTP API KEDA reads queue depths from

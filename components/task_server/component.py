@@ -5,10 +5,10 @@ from __future__ import annotations
 import pulumi
 
 from .. import kubernetes_objects
-from ..broker import Broker
 from ..rabbitmq_broker import RabbitMQBroker
-from ..spec import TaskServerSpec
-from ..spec.stack import ROLLOUT_ALLOWANCE_SECONDS
+from ..redis_broker import RedisBroker
+from ..stack_model import TaskServerSpec
+from ..stack_model.stack import ROLLOUT_ALLOWANCE_SECONDS
 from . import manifests
 
 TYPE_TOKEN = "gru:index:TaskServer"
@@ -30,7 +30,7 @@ def engine_timeouts(spec: TaskServerSpec) -> pulumi.CustomTimeouts:
 class TaskServer(pulumi.ComponentResource):
     """Celery workers for `spec`, always behind their broker.
 
-    The component and every resource in it depend on the Broker, so Pulumi creates and awaits
+    The component and every resource in it depend on their broker, so Pulumi creates and awaits
     the broker first and deletes the workers before it; each pod's init container waits for it
     too. With autoscaling on, KEDA owns the replica count above the `replicas` floor and the
     program leaves it alone. Outputs: `deployment_name`, `replicas`, `concurrency`.
@@ -40,7 +40,7 @@ class TaskServer(pulumi.ComponentResource):
     replicas: pulumi.Output[int]
     concurrency: pulumi.Output[int]
 
-    def __init__(self, spec: TaskServerSpec, broker: Broker | RabbitMQBroker, visibility_timeout_seconds: int | None = None,
+    def __init__(self, spec: TaskServerSpec, broker: RedisBroker | RabbitMQBroker, visibility_timeout_seconds: int | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[broker]))
         super().__init__(TYPE_TOKEN, spec.name, None, opts)

@@ -8,7 +8,6 @@ from typing import Any
 
 import pulumi
 
-from ..broker.manifests import WORKER_URL_KEY
 from ..labels import CREDENTIALS_HASH_ANNOTATION, common_labels, selector_labels
 from ..pod_security import (
     checkov_skip_annotations,
@@ -16,7 +15,8 @@ from ..pod_security import (
     image_pull_policy,
     pod_security_context,
 )
-from ..spec import TaskServerSpec, kubernetes_name
+from ..redis_broker.manifests import WORKER_URL_KEY
+from ..stack_model import TaskServerSpec, kubernetes_name
 from .worker_settings import (
     BROKER_URL_ENV,
     HEALTH_DIR,

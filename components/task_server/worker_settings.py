@@ -7,7 +7,7 @@ app can set travel as these environment variables, which the shipped worker app
 
 from __future__ import annotations
 
-from ..spec import TaskServerSpec
+from ..stack_model import TaskServerSpec
 
 BROKER_URL_ENV = "CELERY_BROKER_URL"
 RESULT_BACKEND_ENV = "GRU_RESULT_BACKEND_URL"

@@ -43,7 +43,7 @@ def is_task_server_object(urn: str) -> bool:
 
 def is_broker_object(urn: str) -> bool:
     parents = urn.split("::")[2]
-    return "gru:index:Broker" in parents
+    return "gru:index:RedisBroker" in parents
 
 
 def expected_objects(project: Project) -> list[tuple[str, str | None, str]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from components.spec import parse_stack_spec
+from components.stack_model import parse_stack_spec
 from gru.render import evaluate_stack
 from localcluster.api import Kube
 

@@ -18,7 +18,7 @@ STATE_DIR = "/run/acl-sync"
 HEARTBEAT = f"{STATE_DIR}/beat"
 
 SCRIPT = r"""#!/bin/sh
-# gru ACL sync: see components/broker/acl_sync.py.
+# gru ACL sync: see components/redis_broker/acl_sync.py.
 set -u
 # PID 1 of its container: the kernel gives it no default SIGTERM action, so without a handler
 # the pod would sit out its whole grace period. The sleep below runs in the background so

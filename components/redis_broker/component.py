@@ -1,4 +1,4 @@
-"""The Broker component: one Redis server that task servers and agents share."""
+"""The RedisBroker component: one Redis server that task servers and agents share."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import pulumi
 
 from .. import kubernetes_objects
 from ..engine_waits import statefulset_timeouts
-from ..spec import BrokerSpec
+from ..generated_password import GeneratedPassword
+from ..stack_model import BrokerSpec
 from . import manifests, redis_acl
 from .acl_sync import SCRIPT as ACL_SYNC_SCRIPT
-from .password import GeneratedPassword
 from .redis_config import REDIS_PORT, redis_conf
 
-TYPE_TOKEN = "gru:index:Broker"
+TYPE_TOKEN = "gru:index:RedisBroker"
+# Its type until 0.3.0: stacks created then keep their objects (the children's URNs follow the
+# parent's alias), with no replace.
+PREVIOUS_TYPE_TOKENS = ("gru:index:Broker",)
 
 
 def broker_url(password: str, host: str, user: str = "") -> str:
@@ -32,7 +35,7 @@ def credentials_hash(url: str) -> str:
     return hashlib.pbkdf2_hmac("sha256", url.encode(), b"gru-broker-credentials", 100_000).hex()[:16]
 
 
-class Broker(pulumi.ComponentResource):
+class RedisBroker(pulumi.ComponentResource):
     """Redis as a Celery broker: Secret, config, identity, Services, NetworkPolicy,
     disruption budget and a StatefulSet with its volume (plus the exporter when enabled).
 
@@ -55,7 +58,8 @@ class Broker(pulumi.ComponentResource):
                  queues: list[str] | None = None, autoscaled: bool = False,
                  password_drop_after_seconds: int = 0,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(TYPE_TOKEN, spec.name, None, opts)
+        aliases = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=token) for token in PREVIOUS_TYPE_TOKENS])
+        super().__init__(TYPE_TOKEN, spec.name, None, pulumi.ResourceOptions.merge(opts, aliases))
         self.spec = spec
         self.names = names = manifests.BrokerNames(spec)
         child = pulumi.ResourceOptions(parent=self)

@@ -17,7 +17,7 @@ from ..pod_security import (
     image_pull_policy,
     pod_security_context,
 )
-from ..spec import BrokerSpec, kubernetes_name
+from ..stack_model import BrokerSpec, kubernetes_name
 from . import redis_acl
 from .acl_sync import HEARTBEAT, STATE_DIR, SYNC_SECONDS
 from .redis_config import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..spec import BrokerSpec
+from ..stack_model import BrokerSpec
 
 REDIS_PORT = 6379
 DATA_DIR = "/data"
