@@ -401,7 +401,7 @@ def test_a_frozen_node_bounds_publishes_and_stalls_no_worker_for_long(make_stack
     lost, _duplicated = report("node SIGSTOP", confirmed, counts, stack)
     # Every publish that began while the node was frozen; each worker's longest stretch without
     # a finished task from the freeze until the queue ran dry.
-    during = [took for p in publishers for start, took, _ in p.publishes if frozen_from <= start < frozen_until]
+    during = [took for p in publishers for start, took in p.publishes if frozen_from <= start < frozen_until]
     done = completions(stack, SERVER)
     drained = max(t for times in done.values() for t in times)
     stalls = {name: round(longest_gap(times, frozen_from, drained), 1) for name, times in done.items()}

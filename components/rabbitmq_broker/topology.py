@@ -82,8 +82,8 @@ def topology(task_queues: list[str]) -> dict[str, list[dict[str, Any]]]:
     """The definitions' exchanges, queues and bindings for these task queues."""
     exchanges, queues, bindings = delayed_delivery()
     for name in sorted(set(task_queues)):
-        more = task_queue(name)
-        exchanges += more[0]
-        queues += more[1]
-        bindings += more[2]
+        its_exchanges, its_queues, its_bindings = task_queue(name)
+        exchanges += its_exchanges
+        queues += its_queues
+        bindings += its_bindings
     return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
