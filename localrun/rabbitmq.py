@@ -178,6 +178,7 @@ class ServiceProxy:
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._routes: dict[int, int] = {}  # client's port -> the node's AMQP port it was handed to
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, name=f"service-proxy-{self.port}", daemon=True)
         self._thread.start()
@@ -185,33 +186,40 @@ class ServiceProxy:
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                client, _ = self._listener.accept()
+                client, address = self._listener.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
             client.settimeout(None)
-            backend = self._connect()
-            if backend is None:
+            picked = self._connect()
+            if picked is None:
                 client.close()
                 continue
+            backend, port = picked
             with self._lock:
                 if self._closed.is_set():
                     client.close()
                     backend.close()
                     return
                 self._open.update((client, backend))
+                self._routes[int(address[1])] = port
             threading.Thread(target=self._pump, args=(client, backend), daemon=True).start()
 
-    def _connect(self) -> socket.socket | None:
+    def _connect(self) -> tuple[socket.socket, int] | None:
         for port in random.sample(self.backends, len(self.backends)):
             try:
                 backend = socket.create_connection((LOOPBACK, port), timeout=2)
             except OSError:
                 continue  # a killed or stopped node refuses: skip it, as endpoints drop an unready pod
             backend.settimeout(None)
-            return backend
+            return backend, port
         return None
+
+    def backend_of(self, client_port: int) -> int | None:
+        """The node AMQP port the connection from this local client port was handed to."""
+        with self._lock:
+            return self._routes.get(client_port)
 
     def _pump(self, client: socket.socket, backend: socket.socket) -> None:
         with selectors.DefaultSelector() as selector:
@@ -472,6 +480,11 @@ class LocalRabbitMQCluster:
         if self._proxy is None:
             raise RuntimeError("start() the cluster first")
         return self._proxy.port
+
+    def node_behind(self, client_port: int) -> int | None:
+        """Which node the Service handed the connection from this local client port to."""
+        port = None if self._proxy is None else self._proxy.backend_of(client_port)
+        return next((n.index for n in self._nodes if n.amqp_port == port), None)
 
     def pid(self, index: int) -> int | None:
         """The node's process group (rabbitmq-server's shell and its beam)."""
