@@ -107,7 +107,8 @@ def _broker(spec: StackSpec, broker_spec: AnyBrokerSpec, password: pulumi.Output
     if isinstance(broker_spec, RabbitMQBrokerSpec):
         limits = [DeliveryLimit(s.name, tuple(s.queues), s.max_deliveries) for s in servers]
         return RabbitMQBroker(broker_spec, password=password, delivery_limits=limits, autoscaled=autoscaled,
-                              consumer_timeout_seconds=spec.unacknowledged_limit_of(broker_spec), opts=opts)
+                              consumer_timeout_seconds=spec.unacknowledged_limit_of(broker_spec),
+                              password_drop_after_seconds=spec.password_drop_after_of(broker_spec), opts=opts)
     return RedisBroker(broker_spec, password=password, queues=[q for s in servers for q in s.queues],
                   autoscaled=autoscaled, password_drop_after_seconds=spec.password_drop_after_of(broker_spec),
                   opts=opts)

@@ -280,23 +280,28 @@ class LocalStack:
         """What `pulumi up` and the kubelet do to a changed Secret: new values in the object, and
         the files of the broker pod's Secret volume refreshed in place (the pod keeps running)."""
         self._object("Secret", self.secret_name(broker))["stringData"].update(string_data)
-        cluster = self._brokers[broker].cluster
-        if cluster is not None:
+        b = self._brokers[broker]
+        pod = b.statefulset["spec"]["template"]["spec"]
+        if any(c["name"] == "rabbitmq" for c in pod["containers"]):
+            if b.cluster is None:
+                return  # its pods read the Secret when they start
             if "definitions.json" in string_data:
-                cluster.update_definitions(string_data["definitions.json"])
-            return
-        pod, _ = self._redis_pod(broker)
-        pod_dir = self.workdir / f"{broker}-0"
-        for volume in pod["volumes"]:
-            if volume.get("secret", {}).get("secretName") == self.secret_name(broker):
-                for item in volume["secret"].get("items", []):
-                    if item["key"] in string_data:
-                        path = pod_dir / "volumes" / volume["name"] / item["path"]
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        fresh = path.with_name(path.name + ".new")
-                        fresh.write_text(string_data[item["key"]])
-                        fresh.chmod(0o600)
-                        fresh.replace(path)  # atomic, as the kubelet's symlink swap is
+                b.cluster.update_definitions(string_data["definitions.json"])
+            pod_dirs = [self.workdir / f"{broker}-{index}" for index in range(b.cluster.nodes)]
+        else:
+            pod, _ = self._redis_pod(broker)
+            pod_dirs = [self.workdir / f"{broker}-0"]
+        for pod_dir in pod_dirs:
+            for volume in pod["volumes"]:
+                if volume.get("secret", {}).get("secretName") == self.secret_name(broker):
+                    for item in volume["secret"].get("items", []):
+                        if item["key"] in string_data:
+                            path = pod_dir / "volumes" / volume["name"] / item["path"]
+                            path.parent.mkdir(parents=True, exist_ok=True)
+                            fresh = path.with_name(path.name + ".new")
+                            fresh.write_text(string_data[item["key"]])
+                            fresh.chmod(0o600)
+                            fresh.replace(path)  # atomic, as the kubelet's symlink swap is
 
     def secret_value(self, broker: str, key: str) -> str:
         return self._secret_value(self.secret_name(broker), key)

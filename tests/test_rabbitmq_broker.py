@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
+from components.rabbitmq_broker import definitions as defs
 from components.rabbitmq_broker.definitions import DEAD_LETTER_QUEUE, password_hash
 from components.stack_model import SpecError, parse_stack_spec
 from gru.mock_engine import Evaluation, Registration
 from gru_worker import dead_letter
 
 from .conftest import SEED_YAML, EvaluateYaml
-from .test_program import children_of, unwrap
+from .test_program import PASSWORD, children_of, unwrap
 
 RABBIT_YAML = SEED_YAML.replace("type: redis", "type: rabbitmq").replace("name: redis", "name: rabbit") \
     .replace("broker_resource_name: redis", "broker_resource_name: rabbit")
@@ -98,7 +99,7 @@ def test_credentials_live_only_in_the_secret(evaluate_yaml: EvaluateYaml) -> Non
     evaluation = evaluate_yaml(RABBIT_YAML)
     data = secret_data(evaluation)
     assert set(data) == {"rabbitmq-password", "broker-url", "worker-url", "keda-url", "erlang-cookie",
-                         "definitions.json"}
+                         "definitions.json", "users", "drop-after-seconds", "cluster-size"}
     assert data["broker-url"].startswith("amqp://agent:") and data["broker-url"].endswith(
         "@rabbit.gru.svc.cluster.local:5672//")
     assert data["worker-url"].startswith("amqp://worker:")
@@ -139,7 +140,61 @@ def test_each_task_server_gets_its_delivery_limit_and_the_dead_letter_queue(eval
     assert {"celery", "agents.long", "celery_delayed_0", "celery_delayed_27"} <= queues
     assert DEAD_LETTER_QUEUE not in queues
     assert (DEAD_LETTER_QUEUE, "gru.dead-letter") == (dead_letter.DEAD_LETTER_QUEUE, dead_letter.DEAD_LETTER_EXCHANGE)
-    assert {u["name"]: u["tags"] for u in definitions["users"]} == {"agent": [], "worker": [], "keda": ["monitoring"]}
+    tags = {u["name"]: u["tags"] for u in definitions["users"]}
+    assert {name: tags[name] for name in ("agent", "worker", "keda")} == {"agent": [], "worker": [], "keda": ["monitoring"]}
+
+
+def test_each_role_has_a_staged_user_and_a_rotation_moves_clients_onto_it(evaluate_yaml: EvaluateYaml) -> None:
+    passwords = {g.name: (g.inputs["result"], g.inputs["next"])
+                 for g in evaluate_yaml(RABBIT_YAML, stable_secrets=True).of_type(PASSWORD)}
+    for rotation in ("", "2026-12"):
+        text = RABBIT_YAML.replace("name: rabbit\n", f"name: rabbit\n  password_rotation: '{rotation}'\n", 1)
+        evaluation = evaluate_yaml(text, stable_secrets=True)
+        data = secret_data(evaluation)
+        definitions = json.loads(data["definitions.json"])
+        users = {u["name"]: u for u in definitions["users"]}
+        rights = {p["user"]: (p["configure"], p["write"], p["read"]) for p in definitions["permissions"]}
+        assert data["users"].splitlines() == list(users) and set(rights) == set(users)
+        assert data["drop-after-seconds"] == "1230"  # the longest rollout: 600 s allowance + the default grace
+        for role in defs.USERS:
+            current, staged = passwords[f"rabbit-{role.name}-password"]
+            in_use = role.name if rotation == "" else defs.login_name(role, current, original=False)
+            successor = defs.login_name(role, staged, original=False)
+            assert re.fullmatch(rf"{role.name}-[0-9a-f]{{8}}", successor) and successor != in_use
+            for name, password in ((in_use, current), (successor, staged)):
+                assert users[name]["password_hash"] == password_hash(name, password)
+                assert users[name]["tags"] == list(role.tags) and rights[name] == role.permissions
+            assert current not in data["definitions.json"] and staged not in data["definitions.json"]
+        assert len(users) == 6
+        assert data["worker-url"].startswith(f"amqp://{'worker' if rotation == '' else 'worker-'}")
+        assert data["keda-url"].startswith(f"http://{'keda' if rotation == '' else 'keda-'}")
+
+
+def test_an_agent_password_from_config_has_one_user_and_no_successor(evaluate_yaml: EvaluateYaml) -> None:
+    from .conftest import make_password
+
+    password = make_password()
+    data = secret_data(evaluate_yaml(RABBIT_YAML, config={"gru:rabbit-password": password},
+                                     secret_keys=["gru:rabbit-password"]))
+    agents = [u for u in json.loads(data["definitions.json"])["users"] if u["name"].startswith("agent")]
+    assert [u["name"] for u in agents] == ["agent"] and agents[0]["password_hash"] == password_hash("agent", password)
+    assert data["rabbitmq-password"] == password
+
+
+def test_login_names_are_stable_digests_and_the_sidecar_manages_exactly_them() -> None:
+    staged = defs.logins(defs.WORKER, "current", "staged", rotated=False)
+    assert [u.name for u in staged] == ["worker", defs.login_name(defs.WORKER, "staged", original=False)]
+    assert defs.login_name(defs.WORKER, "staged", original=False) == staged[1].name  # same input, same user
+    assert defs.login_name(defs.WORKER, "other", original=False) != staged[1].name
+    assert defs.login_name(defs.AGENT, "staged", original=False) != staged[1].name.replace("worker", "agent")
+    assert [u.name for u in defs.logins(defs.AGENT, "p", None, rotated=False)] == ["agent"]
+    # The sh case pattern of definitions_sync matches every name logins() makes, and no other.
+    pattern = "|".join(re.escape(a).replace(r"\[0\-9a\-f\]", "[0-9a-f]")
+                       for a in defs.managed_user_pattern().split("|"))
+    regex = re.compile(f"^({pattern})$")
+    names = [u.name for role in defs.USERS for u in defs.logins(role, "a", "b", rotated=True)] + ["agent", "keda"]
+    assert all(regex.match(n) for n in names)
+    assert not any(regex.match(n) for n in ("guest", "admin", "worker-", "worker-123", "worker-0123456789", "workerx"))
 
 
 def test_the_consumer_timeout_outlasts_the_longest_task(evaluate_yaml: EvaluateYaml) -> None:
@@ -224,7 +279,8 @@ task_server:
     ("  replicas: 9\n", "broker.replicas: must be at most 7"),
     ("  disk_free_limit: 8Gi\n", "broker.disk_free_limit: is 8Gi, not below the volume's size (8Gi)"),
     ("  resources: {memory_limit: 256Mi, memory_request: 256Mi}\n", "too little for a RabbitMQ node"),
-    ("  password_rotation: x\n", "broker.password_rotation: unknown field"),
+    ("  max_memory_mb: 512\n", "broker.max_memory_mb: unknown field"),
+    ("  password_rotation: 2\n", "broker.password_rotation: must be text"),
     ("  memory_high_watermark: 0.95\n", "broker.memory_high_watermark: must be at most 0.9"),
     ("  metrics: {service_monitor: true}\n", "a ServiceMonitor needs the metrics endpoint"),
     ("  metrics: {enabled: true, service_monitor_labels: {release: prom}}\n",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -298,6 +299,133 @@ def test_a_new_agent_password_reaches_the_running_cluster_with_no_restart(make_s
     app.conf.update(settings_from_env({"CELERY_BROKER_URL": new_url}))
     task = app.send_task("gru.sleep", args=[0.01, "new"]).id
     assert report("after the password change", [task], wait_all_ran(stack, [task], 30), stack) == (0, 0)
+
+
+REFUSED_LOGIN = re.compile(r"login refused|invalid credentials", re.I)
+
+
+def test_a_password_rotation_moves_every_client_with_no_failed_login_and_no_lost_task(make_stack: MakeStack) -> None:
+    """`password_rotation`: each role's staged user, which every node already knows, becomes the
+    one in use; workers roll onto it and agents restart onto it while the rotated-out users
+    still log in; those leave only after the drop time. No node restarts."""
+    from components.rabbitmq_broker import definitions as defs
+    from components.rabbitmq_broker.component import amqp_url
+
+    stack = make_stack()
+    host = "rabbit.gru.svc.cluster.local"
+    rendered = json.loads(stack.secret_value("rabbit", "definitions.json"))
+    old, new, later = ({role.name: make_password() for role in defs.USERS} for _ in range(3))
+
+    def secret(current: dict[str, str], staged: dict[str, str], rotated: bool, drop_after: int) -> dict[str, str]:
+        """The Secret as `pulumi up` renders it for these passwords (component.py's shape)."""
+        by_role = {role.name: defs.logins(role, current[role.name], staged[role.name], rotated=rotated)
+                   for role in defs.USERS}
+        users = [u for group in by_role.values() for u in group]
+        agent_user, worker_user, keda_user = (by_role[role.name][0] for role in (defs.AGENT, defs.WORKER, defs.KEDA))
+        return {"definitions.json": json.dumps({**rendered, **defs.users_and_permissions(users)}),
+                "users": defs.user_list(users), "drop-after-seconds": str(drop_after),
+                "rabbitmq-password": agent_user.password,
+                "broker-url": amqp_url(agent_user.name, agent_user.password, host),
+                "worker-url": amqp_url(worker_user.name, worker_user.password, host),
+                "keda-url": f"http://{keda_user.name}:{quote(keda_user.password, safe='')}@{host}:15672/"}
+
+    drop_after = 45  # the longest rollout of the fleet, as the program computes it for a real one
+    stack.update_secret("rabbit", secret(old, new, rotated=False, drop_after=drop_after))
+    cluster = stack.start_rabbitmq("rabbit")
+    pids = [cluster.pid(i) for i in range(3)]
+    old_pods = stack.start_replicas(SERVER)
+    stack.wait_workers_ready(SERVER, [0, 1])
+    old_agent_url = stack.broker_url("rabbit")
+    assert old_agent_url.startswith("amqp://agent:")
+    before = Publisher(agent(stack))
+    before.start()
+    time.sleep(3)
+
+    # `pulumi up` with a new password_rotation: the Secret changes in place, each pod's sidecar
+    # imports it; the workers' Deployment rolls (its credentials hash changed).
+    stack.update_secret("rabbit", secret(new, later, rotated=True, drop_after=drop_after))
+    sidecars = stack._brokers["rabbit"].sidecars
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all("user agent was rotated out" in s.log() for s in sidecars):
+        time.sleep(0.5)
+    rotated_at = time.monotonic()
+    assert all("user agent was rotated out" in s.log() for s in sidecars), sidecars[0].log()[-2000:]
+    after = Publisher(agent(stack))  # an agent restarted onto the new broker-url
+    assert stack.broker_url("rabbit").startswith("amqp://agent-") and stack.broker_url("rabbit") != old_agent_url
+    after.start()
+    stack.start_pod(SERVER, 2)
+    stack.start_pod(SERVER, 3)
+    stack.wait_workers_ready(SERVER, [2, 3])
+    for pod in old_pods:
+        pod.signal(signal.SIGTERM)
+    for pod in old_pods:
+        assert pod.wait(30) == 0
+    before.stop.set()
+    before.join(60)
+    rolled = time.monotonic() - rotated_at
+    assert rolled < drop_after, f"the roll took {rolled:.0f} s, past the drop time: the test proves nothing"
+    # Past the drop time, the rotated-out users are gone from the cluster.
+    deadline = rotated_at + drop_after + 60
+    users: set[str] = set()
+    while time.monotonic() < deadline:
+        users = {u["user"] for u in json.loads(cluster.rabbitmqctl(0, "list_users", "--formatter", "json"))}
+        if not {"agent", "worker", "keda"} & users:
+            break
+        time.sleep(2)
+    assert time.monotonic() - rotated_at >= drop_after - 1  # not before it
+    after.stop.set()
+    after.join(60)
+    expected = {u.name for role in defs.USERS for u in defs.logins(role, new[role.name], later[role.name], rotated=True)}
+    assert users == expected, users
+
+    confirmed = before.confirmed + after.confirmed
+    counts = wait_all_ran(stack, confirmed, 120)
+    lost, _ = report("password rotation", confirmed, counts, stack)
+    refused = [line for i in range(3) for line in cluster.log(i, tail=200_000).splitlines() if REFUSED_LOGIN.search(line)]
+    print(f"\n[password rotation] rolled in {rolled:.1f} s; publishes before={len(before.confirmed)} "
+          f"after={len(after.confirmed)} failed={before.failed + after.failed}; refused logins={len(refused)}")
+    assert lost == 0 and before.failed == after.failed == 0
+    assert len(before.confirmed) > 10 and len(after.confirmed) > 10
+    assert refused == []
+    assert [cluster.pid(i) for i in range(3)] == pids  # no node restarted
+    # And a client still on a rotated-out password is now refused.
+    with pytest.raises(Exception, match="ACCESS_REFUSED"), Connection(old_agent_url, connect_timeout=5) as connection:
+        connection.connect()
+
+
+def test_a_shrunk_cluster_forgets_its_departed_node_and_loses_no_task(make_stack: MakeStack) -> None:
+    """Shrinking `replicas`: the StatefulSet stops the highest ordinals (each after its preStop
+    wait), and `pulumi up` has updated the Secret's `cluster-size`; the remaining nodes' sidecars
+    remove the departed node from every quorum queue and from the cluster. Three local nodes
+    shrink to two (the stack file allows odd sizes only: 5 -> 3 is the same steps, on five)."""
+    stack, cluster, app = fleet(make_stack)
+    publisher = Publisher(app)
+    publisher.start()
+    time.sleep(3)
+    cluster.rabbitmqctl(2, "eval", "ok.")  # the departing node answers up to its stop
+    cluster.stop(2)
+    for sidecar in stack._brokers["rabbit"].sidecars:
+        if sidecar.name == "rabbit-2-definitions-sync":
+            sidecar.signal(signal.SIGTERM)  # its pod is gone with it
+            assert sidecar.wait(30) == 0
+    stack.update_secret("rabbit", {"cluster-size": "2"})
+    remaining = [s for s in stack._brokers["rabbit"].sidecars if s.name != "rabbit-2-definitions-sync"]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any("removed departed node rabbit-2@localhost" in s.log() for s in remaining):
+        time.sleep(1)
+    time.sleep(3)
+    publisher.stop.set()
+    publisher.join(60)
+    status = json.loads(cluster.rabbitmqctl(0, "cluster_status", "--formatter", "json"))
+    queues = json.loads(cluster.rabbitmqctl(0, "list_queues", "name", "members", "--formatter", "json"))
+    counts = wait_all_ran(stack, publisher.confirmed, 120)
+    lost, _ = report("shrink 3 -> 2", publisher.confirmed, counts, stack)
+    print(f"\n[shrink] members={status['disk_nodes']}; celery queue members="
+          f"{[q['members'] for q in queues if q['name'] == 'celery']}")
+    assert sorted(status["disk_nodes"]) == ["rabbit-0@localhost", "rabbit-1@localhost"], remaining[0].log()[-1500:]
+    assert all("rabbit-2@localhost" not in q["members"] for q in queues), queues
+    assert lost == 0 and publisher.failed == 0 and len(publisher.confirmed) > 20
+    assert all_workers_up(stack)
 
 
 def test_countdown_tasks_sent_before_and_while_the_first_workers_start_all_run(make_stack: MakeStack) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from urllib.parse import quote
 
@@ -22,6 +23,11 @@ TYPE_TOKEN = "gru:index:RabbitMQBroker"
 COOKIE_LENGTH = 48
 
 
+def _generated_logins(role: defs.User, rotated: bool, pair: list[str]) -> list[defs.Login]:
+    current, staged = pair
+    return defs.logins(role, current, staged, rotated=rotated)
+
+
 def amqp_url(user: str, password: str, host: str) -> str:
     """`amqp://user:<password>@host:5672//` (the default vhost), the password URL-encoded."""
     return f"amqp://{user}:{quote(password, safe='')}@{host}:{AMQP_PORT}//"
@@ -34,7 +40,8 @@ class RabbitMQBroker(pulumi.ComponentResource):
     `delivery_limits` are its task servers' queues and delivery caps (definitions policies);
     `autoscaled` says one of them scales with KEDA, whose operator must then reach the HTTP
     API; `consumer_timeout_seconds` is the longest a task may stay unacknowledged (its task
-    servers' longest run and shutdown). Outputs: `host`, `port`, `secret_name` (holds
+    servers' longest run and shutdown); `password_drop_after_seconds` how long a rotated-out
+    user stays (the longest rollout of its task servers). Outputs: `host`, `port`, `secret_name` (holds
     `rabbitmq-password` and `broker-url` for agents, `worker-url` for workers), `url` (the
     agents', secret) and `credentials_hash` (changes exactly when the workers' password does).
     """
@@ -47,36 +54,49 @@ class RabbitMQBroker(pulumi.ComponentResource):
 
     def __init__(self, spec: RabbitMQBrokerSpec, password: pulumi.Input[str] | None = None,
                  delivery_limits: list[defs.DeliveryLimit] | None = None, autoscaled: bool = False,
-                 consumer_timeout_seconds: int = 1800, opts: pulumi.ResourceOptions | None = None) -> None:
+                 consumer_timeout_seconds: int = 1800, password_drop_after_seconds: int = 0,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE_TOKEN, spec.name, None, opts)
         self.spec = spec
         self.names = names = manifests.RabbitMQNames(spec)
         child = pulumi.ResourceOptions(parent=self)
 
-        # Generated once and kept in state, so updates never change them by accident.
-        current: dict[str, pulumi.Output[str]] = {}
+        # Generated once and kept in state, so updates never change them by accident; each with
+        # its successor staged as a second user, which a `password_rotation` moves clients to.
+        logins: dict[str, pulumi.Output[list[defs.Login]]] = {}
+        rotated = spec.password_rotation != ""
         for user in defs.USERS:
-            generated = GeneratedPassword(f"{names.base}-{user.name}-password", opts=child)
+            generated = GeneratedPassword(f"{names.base}-{user.name}-password", rotation=spec.password_rotation,
+                                          opts=child)
             if user is defs.AGENT and password is not None:
-                current[user.name] = pulumi.Output.secret(password)  # set in stack config
+                # Set in stack config: the agents' password is the user's to rotate.
+                logins[user.name] = pulumi.Output.secret(password).apply(
+                    lambda p: defs.logins(defs.AGENT, p, None, rotated=False))
             else:
-                current[user.name] = pulumi.Output.secret(generated.result)
+                logins[user.name] = pulumi.Output.all(generated.result, generated.next).apply(
+                    functools.partial(_generated_logins, user, rotated))
         cookie = GeneratedPassword(f"{names.base}-erlang-cookie", length=COOKIE_LENGTH, opts=child)
 
         # Derived from secrets, so Pulumi keeps these secret too (state, outputs, logs).
-        url: pulumi.Output[str] = current[defs.AGENT.name].apply(lambda p: amqp_url(defs.AGENT.name, p, names.host))
-        worker_url: pulumi.Output[str] = current[defs.WORKER.name].apply(
-            lambda p: amqp_url(defs.WORKER.name, p, names.host))
-        keda_url: pulumi.Output[str] = current[defs.KEDA.name].apply(
-            lambda p: f"http://{defs.KEDA.name}:{quote(p, safe='')}@{names.host}:{MANAGEMENT_PORT}/")
+        def in_use(role: defs.User) -> pulumi.Output[defs.Login]:
+            return logins[role.name].apply(lambda users: users[0])
+
+        url: pulumi.Output[str] = in_use(defs.AGENT).apply(lambda u: amqp_url(u.name, u.password, names.host))
+        worker_url: pulumi.Output[str] = in_use(defs.WORKER).apply(lambda u: amqp_url(u.name, u.password, names.host))
+        keda_url: pulumi.Output[str] = in_use(defs.KEDA).apply(
+            lambda u: f"http://{u.name}:{quote(u.password, safe='')}@{names.host}:{MANAGEMENT_PORT}/")
+        agent_password: pulumi.Output[str] = in_use(defs.AGENT).apply(lambda u: u.password)
         limits = list(delivery_limits or [])
+        every_login = pulumi.Output.all(*logins.values()).apply(lambda groups: [u for g in groups for u in g])
         definitions: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.all(**current).apply(lambda by_user: defs.definitions(by_user, limits)))
+            every_login.apply(lambda users: defs.definitions(users, limits)))
+        # User names only (digests of passwords reveal nothing), kept secret as derived ones.
+        users_file: pulumi.Output[str] = pulumi.Output.secret(every_login.apply(defs.user_list))
         self.credentials_hash = pulumi.Output.unsecret(worker_url.apply(credentials_hash))
 
         self.secret = kubernetes_objects.create(manifests.credentials_secret(
-            names, current[defs.AGENT.name], url, worker_url, keda_url, pulumi.Output.secret(cookie.result),
-            definitions), child)
+            spec, names, agent_password, url, worker_url, keda_url, pulumi.Output.secret(cookie.result),
+            definitions, users_file, password_drop_after_seconds), child)
         conf = rabbitmq_conf(spec, names.base, consumer_timeout_seconds)
         plugins = enabled_plugins()
         self.config_map = kubernetes_objects.create(manifests.config_map(names, conf, plugins, SYNC_SCRIPT), child)

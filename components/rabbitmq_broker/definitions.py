@@ -9,6 +9,12 @@ before the nodes have clustered, would get a single member for good.
 It lives in the broker's Secret (it carries password hashes). RabbitMQ stores only salted
 SHA-256 hashes; the salt is derived from the password, so the same passwords always render
 the same file and a `pulumi up` with no change leaves the Secret alone.
+
+A RabbitMQ user has one password, so a rotation with no failed login needs a user per
+password: each role's password in use and its staged successor are two users of the same
+rights (`logins`). A rotation moves clients onto the staged user, which every node already
+knows; the rotated-out user leaves the file, and the sidecar deletes it only after the
+longest rollout of the broker's task servers (definitions_sync.py).
 """
 
 from __future__ import annotations
@@ -44,6 +50,41 @@ WORKER = User("worker", (), FULL)
 # KEDA reads queue depths through the HTTP API: monitoring rights, no message access.
 KEDA = User("keda", ("monitoring",), ("^$", "^$", "^$"))
 USERS = (AGENT, WORKER, KEDA)
+
+
+@dataclass(frozen=True)
+class Login:
+    """One RabbitMQ user: a role's password, in use or staged."""
+
+    role: User
+    name: str
+    password: str
+
+
+def login_name(role: User, password: str, *, original: bool) -> str:
+    """The user that holds `password`. The password a broker started with keeps the role's own
+    name (so brokers made before rotation existed keep their users and URLs); every staged or
+    rotated-in one is `<role>-<8 hex digits>`, a salted digest of it that reveals nothing."""
+    if original:
+        return role.name
+    return f"{role.name}-{hashlib.sha256(f'gru-rabbitmq-user:{role.name}:{password}'.encode()).hexdigest()[:8]}"
+
+
+def logins(role: User, current: str, staged: str | None, *, rotated: bool) -> list[Login]:
+    """A role's users, the one in use first: its current password (rotated in, or the original)
+    and the staged successor, which RabbitMQ accepts before any client uses it. `staged` is None
+    for a password set in stack config, which has no successor."""
+    out = [Login(role, login_name(role, current, original=not rotated), current)]
+    if staged is not None and staged != current:
+        out.append(Login(role, login_name(role, staged, original=False), staged))
+    return out
+
+
+def managed_user_pattern() -> str:
+    """The user names this program owns (sh `case` pattern): the sidecar deletes those of them
+    that leave the file, and never touches any other user."""
+    digit = "[0-9a-f]"
+    return "|".join(f"{role.name}|{role.name}-{digit * 8}" for role in USERS)
 
 
 @dataclass(frozen=True)
@@ -87,15 +128,27 @@ def policy(limit: DeliveryLimit) -> dict[str, object]:
     }
 
 
-def definitions(passwords: dict[str, str], limits: list[DeliveryLimit]) -> str:
-    """The definitions JSON for `passwords` (user name -> password) and the task servers' limits."""
+def users_and_permissions(users: list[Login]) -> dict[str, object]:
+    """The definitions' users (salted hashes, with their role's tags) and their rights."""
+    return {
+        "users": [{"name": u.name, "password_hash": password_hash(u.name, u.password),
+                   "hashing_algorithm": HASHING, "tags": list(u.role.tags)} for u in users],
+        "permissions": [{"user": u.name, "vhost": VHOST, "configure": u.role.permissions[0],
+                         "write": u.role.permissions[1], "read": u.role.permissions[2]} for u in users],
+    }
+
+
+def definitions(users: list[Login], limits: list[DeliveryLimit]) -> str:
+    """The definitions JSON for these users and the task servers' limits."""
     document = {
-        "users": [{"name": u.name, "password_hash": password_hash(u.name, passwords[u.name]),
-                   "hashing_algorithm": HASHING, "tags": list(u.tags)} for u in USERS],
+        **users_and_permissions(users),
         "vhosts": [{"name": VHOST}],
-        "permissions": [{"user": u.name, "vhost": VHOST, "configure": u.permissions[0],
-                         "write": u.permissions[1], "read": u.permissions[2]} for u in USERS],
         "policies": [policy(limit) for limit in limits],
         **topology([queue for limit in limits for queue in limit.queues]),
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def user_list(users: list[Login]) -> str:
+    """The names the definitions hold, one per line: what the sidecar keeps."""
+    return "".join(f"{u.name}\n" for u in users)

@@ -17,6 +17,7 @@ from .definitions_sync import HEARTBEAT, STATE_DIR, SYNC_SECONDS
 from .rabbitmq_config import (
     ADDITIONAL_CONFIG_FILES,
     AMQP_PORT,
+    CLUSTER_SIZE_FILE,
     CONFIG_DIR,
     CONFIG_FILE,
     COOKIE_DIR,
@@ -25,11 +26,13 @@ from .rabbitmq_config import (
     DEFINITIONS_DIR,
     DEFINITIONS_FILE,
     DIST_PORT,
+    DROP_AFTER_FILE,
     EPMD_PORT,
     MANAGEMENT_PORT,
     PLUGINS_FILE,
     PROMETHEUS_PORT,
     SYNC_FILE,
+    USERS_FILE,
     node_name,
 )
 
@@ -76,10 +79,12 @@ def _metadata(names: RabbitMQNames, name: str) -> Manifest:
     return {"name": name, "namespace": names.namespace, "labels": common_labels(APP, names.base, COMPONENT)}
 
 
-def credentials_secret(names: RabbitMQNames, agent_password: pulumi.Input[str], url: pulumi.Input[str],
+def credentials_secret(spec: RabbitMQBrokerSpec, names: RabbitMQNames, agent_password: pulumi.Input[str], url: pulumi.Input[str],
                        worker_url: pulumi.Input[str], keda_url: pulumi.Input[str], cookie: pulumi.Input[str],
-                       definitions: pulumi.Input[str]) -> Manifest:
-    """Every client's credentials, the Erlang cookie the nodes share, and the definitions file."""
+                       definitions: pulumi.Input[str], users: pulumi.Input[str], drop_after_seconds: int) -> Manifest:
+    """Every client's credentials, the Erlang cookie the nodes share, the definitions file, the
+    user names it holds, how long a rotated-out user stays, and the cluster's size, read live by
+    the sync sidecar (definitions_sync.py)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -92,6 +97,9 @@ def credentials_secret(names: RabbitMQNames, agent_password: pulumi.Input[str], 
             KEDA_URL_KEY: keda_url,
             COOKIE_KEY: cookie,
             DEFINITIONS_FILE: definitions,
+            USERS_FILE: users,
+            DROP_AFTER_FILE: str(drop_after_seconds),
+            CLUSTER_SIZE_FILE: str(spec.replicas),
         },
     }
 
@@ -327,7 +335,8 @@ def statefulset(spec: RabbitMQBrokerSpec, names: RabbitMQNames, config_hash: str
                         {"name": "definitions", "secret": {
                             "secretName": names.secret,
                             # No subPath: the kubelet refreshes the file in place for the sidecar.
-                            "items": [{"key": DEFINITIONS_FILE, "path": DEFINITIONS_FILE}],
+                            "items": [{"key": key, "path": key}
+                                      for key in (DEFINITIONS_FILE, USERS_FILE, DROP_AFTER_FILE, CLUSTER_SIZE_FILE)],
                             "defaultMode": 0o440}},
                         {"name": "cookie", "secret": {"secretName": names.secret,
                                                       "items": [{"key": COOKIE_KEY, "path": COOKIE_KEY}],
@@ -361,6 +370,9 @@ def _definitions_sync(spec: RabbitMQBrokerSpec, names: RabbitMQNames) -> Manifes
         "env": [
             *_node_env(names),
             {"name": "DEFINITIONS_FILE", "value": f"{DEFINITIONS_DIR}/{DEFINITIONS_FILE}"},
+            {"name": "USERS_FILE", "value": f"{DEFINITIONS_DIR}/{USERS_FILE}"},
+            {"name": "DROP_AFTER_FILE", "value": f"{DEFINITIONS_DIR}/{DROP_AFTER_FILE}"},
+            {"name": "CLUSTER_SIZE_FILE", "value": f"{DEFINITIONS_DIR}/{CLUSTER_SIZE_FILE}"},
             {"name": "SYNC_SECONDS", "value": str(SYNC_SECONDS)},
             {"name": "STATE_DIR", "value": STATE_DIR},
         ],

@@ -26,6 +26,13 @@ PLUGINS_FILE = "enabled_plugins"
 SYNC_FILE = "definitions-sync.sh"
 DEFINITIONS_DIR = "/etc/rabbitmq/definitions"
 DEFINITIONS_FILE = "definitions.json"
+# Beside the definitions, in the same Secret volume: the user names they hold (the sidecar
+# deletes managed users that left them) and how long a rotated-out user stays.
+USERS_FILE = "users"
+DROP_AFTER_FILE = "drop-after-seconds"
+# The StatefulSet's replicas, read live: nodes of higher ordinals that are down have departed
+# (a shrink) and the sidecar removes them from the cluster.
+CLUSTER_SIZE_FILE = "cluster-size"
 COOKIE_DIR = "/etc/rabbitmq/cookie"
 COOKIE_KEY = "erlang-cookie"
 VHOST = "/"

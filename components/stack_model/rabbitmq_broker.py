@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, StrictBool, StrictFloat, StrictInt
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from .broker_common import BrokerBase, BrokerStorage
 from .common import (
@@ -55,6 +55,8 @@ class RabbitMQBrokerSpec(BrokerBase):
     # Publishers are blocked when the data volume has less than this free.
     disk_free_limit: Quantity = "1Gi"
     metrics: RabbitMQMetrics = RabbitMQMetrics()
+    # Any text; a new value rotates every generated broker password (see the README).
+    password_rotation: StrictStr = ""
 
     def cross_field_problems(self) -> list[CrossFieldProblem]:
         """Problems no single field shows: (path within this entry, message, fix)."""

@@ -6,6 +6,7 @@ leave the nodes alone, destroy in reverse, and no credential in state or output.
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 from ..conftest import SEED_YAML
@@ -17,6 +18,7 @@ STATEFULSET = "kubernetes:apps/v1:StatefulSet::rabbit"
 SECRET = "kubernetes:core/v1:Secret::rabbit-credentials"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap::rabbit-config"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment::task-server"
+PASSWORD = "pulumi-python:dynamic/gru:GeneratedPassword"
 
 
 def rabbit_stack(ns: str, broker_extra: str = "", server_extra: str = "") -> str:
@@ -63,7 +65,27 @@ def test_a_rabbitmq_broker_deploys_first_updates_in_place_and_goes_last(project:
     # A broker setting rolls the nodes in place: an update, never a replacement of their data.
     project.write_stack(STACK, rabbit_stack(ns, broker_extra="  disk_free_limit: 2Gi\n"))
     assert changed_steps(project.preview_steps(STACK)) == {CONFIG_MAP: "update", STATEFULSET: "update"}
-    project.write_stack(STACK, rabbit_stack(ns))
+
+    # A password rotation: every generated password moves to its staged successor, whose user
+    # the nodes already hold; the Secret updates in place and the workers roll. No node restarts.
+    def decoded() -> dict[str, str]:
+        found = kube.get("Secret", "rabbit-credentials", ns)
+        assert found is not None
+        return {k: base64.b64decode(v).decode() for k, v in found["data"].items()}
+
+    before = decoded()
+    staged = [n for n in before["users"].split() if n.startswith("worker-")]
+    generation = kube.get("StatefulSet", "rabbit", ns)["metadata"]["generation"]  # type: ignore[index]
+    project.write_stack(STACK, rabbit_stack(ns, broker_extra="  password_rotation: '2026-12'\n"))
+    passwords = {f"{PASSWORD}::rabbit-{user}-password": "update" for user in ("agent", "worker", "keda")}
+    assert changed_steps(project.preview_steps(STACK)) == {**passwords, SECRET: "update", DEPLOYMENT: "update"}
+    project.up(STACK)
+    after = decoded()
+    assert after["worker-url"].startswith(f"amqp://{staged[0]}:") and len(staged) == 1
+    assert staged[0] in {u["name"] for u in json.loads(before["definitions.json"])["users"]}
+    assert "worker" in before["users"].split() and "worker" not in after["users"].split()
+    assert kube.get("StatefulSet", "rabbit", ns)["metadata"]["generation"] == generation  # type: ignore[index]
+    assert changed_steps(project.preview_steps(STACK)) == {}
 
     # No credential in the state backend or anything the engine printed.
     secret = kube.get("Secret", "rabbit-credentials", ns)
