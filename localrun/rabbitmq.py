@@ -165,6 +165,13 @@ def _reachable(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+# A quorum queue's Ra state machine that died (3.10 logs it so, in colour, on the console).
+BOOT_CRASH = "** State machine "
+FORMATION_ATTEMPTS = 3
+# Long enough for the imported queues to elect their leaders after the cluster formed.
+BOOT_SETTLE_SECONDS = 2.0
+
+
 class ServiceProxy:
     """The Service in front of the pods: each new connection goes to a node picked at random
     among those that accept, as kube-proxy's iptables mode picks an endpoint; when either side
@@ -293,6 +300,8 @@ class LocalRabbitMQCluster:
     _epmd_port: int = field(default=0, init=False, repr=False)
     _proxy: ServiceProxy | None = field(default=None, init=False, repr=False)
     rejoined: list[str] = field(default_factory=list, init=False)
+    # Per formation 3.10 had to repeat: how many quorum-queue state machines crashed in it.
+    reformed: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -368,6 +377,15 @@ class LocalRabbitMQCluster:
 
     def console_log(self, index: int) -> Path:
         return self.log_dir / f"rabbit-{index}.console.log"
+
+    def _console_size(self, index: int) -> int:
+        path = self.console_log(index)
+        return path.stat().st_size if path.exists() else 0
+
+    def _console_text(self, index: int, since: int = 0) -> str:
+        with self.console_log(index).open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
 
     def log(self, index: int, tail: int = 6000) -> str:
         """The end of the node's console output (boot errors land there) and of its log file."""
@@ -458,9 +476,27 @@ class LocalRabbitMQCluster:
         deadline = time.monotonic() + wait
         try:
             self._start_epmd()
-            for node in self._nodes:
-                self._launch(node)
-            self._wait_formed(self._nodes, deadline, anchor=self._nodes[0])
+            for attempt in range(FORMATION_ATTEMPTS):
+                logged = [self._console_size(n.index) for n in self._nodes]
+                for node in self._nodes:
+                    self._launch(node)
+                self._wait_formed(self._nodes, deadline, anchor=self._nodes[0])
+                time.sleep(BOOT_SETTLE_SECONDS)
+                crashed = sum(self._console_text(n.index, logged[n.index]).count(BOOT_CRASH) for n in self._nodes)
+                if not crashed or attempt == FORMATION_ATTEMPTS - 1:
+                    break
+                # 3.10's boot-time definitions import races the forming cluster: a quorum queue
+                # member whose node is still joining can crash for good (a broker bug; see the
+                # README's "Known limits"). Tests of other faults need a healthy cluster first,
+                # so this formation is thrown away, data and all, and done again.
+                self.reformed.append(crashed)
+                print(f"localrun: {crashed} quorum-queue state machines crashed while 3.10 formed the cluster; "
+                      "forming it again from empty data")
+                for node in self._nodes:
+                    self._kill_group(node)
+                    if node.popen is not None:
+                        node.popen.wait(30)
+                    shutil.rmtree(node.directory / "mnesia", ignore_errors=True)
             if self._proxy is None:
                 self._proxy = ServiceProxy([n.amqp_port for n in self._nodes])
         except BaseException:

@@ -18,6 +18,7 @@ from pathlib import Path
 import amqp
 import pytest
 
+import localrun.rabbitmq as localrun_rabbitmq
 from localrun.rabbitmq import IMAGE_CONF_D, LocalRabbitMQCluster, have_rabbitmq, image_config_files, translate_conf
 
 from .conftest import make_password
@@ -241,3 +242,17 @@ def test_close_leaves_nothing_running(cluster: LocalRabbitMQCluster) -> None:
     cluster.close()
     _assert_gone(cluster, groups, epmd)
     cluster.close()  # idempotent
+
+
+def test_a_formation_whose_queue_members_crashed_is_formed_again(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The crash itself cannot be ordered up: a line every boot prints stands in for it.
+    monkeypatch.setattr(localrun_rabbitmq, "BOOT_CRASH", "Starting broker...")
+    monkeypatch.setattr(localrun_rabbitmq, "FORMATION_ATTEMPTS", 2)
+    with LocalRabbitMQCluster(tmp_path, "listeners.tcp.default = 5672\n", "[].", None, cookie=secrets.token_hex(16),
+                              nodes=1) as one:
+        one.start(wait=120)
+        assert one.reformed == [1]  # thrown away once; the last attempt is kept whatever it logged
+        assert one.running_nodes(0) == {"rabbit-0@localhost"}
+        first = one.pid(0)
+    _assert_gone(one, [first])

@@ -63,11 +63,16 @@ def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return checkout(PREVIOUS, tmp_path_factory.mktemp("previous-release"))
 
 
-@pytest.mark.parametrize("stack", ["dev", "example", "rabbitmq"])
+# The shipped stacks as that release shipped them, and one with every optional field it accepts.
+EVERY_FIELD = ROOT / "tests" / "upgrade" / "every-field.yaml"
+
+
+@pytest.mark.parametrize("stack", ["dev", "example", "rabbitmq", "every-field"])
 def test_upgrading_from_the_previous_release_replaces_nothing(
         cluster: Cluster, engine_bin: Path, previous_release: Path, tmp_path: Path,
         tmp_path_factory: pytest.TempPathFactory, stack: str) -> None:
-    text = (previous_release / "stacks" / f"{stack}.yaml").read_text()
+    source = EVERY_FIELD if stack == "every-field" else previous_release / "stacks" / f"{stack}.yaml"
+    text = source.read_text()
     with new_project(cluster, engine_bin, tmp_path, tmp_path_factory.getbasetemp() / "pulumi-home",
                      source=previous_release) as project, platform_classes(cluster.kube, priority_classes(text)):
         project.write_stack(stack, text)
