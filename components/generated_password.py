@@ -4,8 +4,9 @@ successor staged beside it.
 A Pulumi dynamic resource: the engine runs `create` once, stores `result` and `next` as
 secrets, and every later `pulumi up` reads them back from state, so updates never rotate a
 password by accident. A new `rotation` text rotates on purpose, as an update: `next` becomes
-`result` and a fresh `next` is generated. Redis accepts `next` before any client uses it, so
-clients move over with no failed login. Changing `length` generates both afresh.
+`result` and a fresh `next` is generated, and `rotations` counts it (state from before the
+count reads as none). Redis accepts `next` before any client uses it, so clients move over
+with no failed login. Changing `length` generates both afresh.
 It needs no provider plugin beyond the Python SDK's own dynamic-provider host.
 """
 
@@ -32,7 +33,7 @@ class _PasswordProvider(ResourceProvider):
         length = int(props["length"])
         return CreateResult(id_=secrets.token_hex(8), outs={
             "length": length, "rotation": props.get("rotation", ""),
-            "result": new_password(length), "next": new_password(length)})
+            "result": new_password(length), "next": new_password(length), "rotations": 0})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         rotated = olds.get("rotation", "") != news.get("rotation", "")
@@ -47,18 +48,21 @@ class _PasswordProvider(ResourceProvider):
         rotated = olds.get("rotation", "") != news.get("rotation", "")
         # Rotated: the staged password (a fresh one for state from before staging); else kept.
         current = (olds.get("next") or new_password(length)) if rotated else olds["result"]
+        rotations = int(olds.get("rotations") or 0) + (1 if rotated else 0)
         return UpdateResult(outs={"length": length, "rotation": news.get("rotation", ""),
-                                  "result": current, "next": new_password(length)})
+                                  "result": current, "next": new_password(length), "rotations": rotations})
 
 
 class GeneratedPassword(Resource, module="gru", name="GeneratedPassword"):
-    """`result` is the password in use, `next` the one a rotation moves to (both secret)."""
+    """`result` is the password in use, `next` the one a rotation moves to (both secret);
+    `rotations` how many rotations `result` is from the first password (None: never counted)."""
 
     result: pulumi.Output[str]
     next: pulumi.Output[str]
+    rotations: pulumi.Output[int | None]
 
     def __init__(self, name: str, length: int = DEFAULT_LENGTH, rotation: str = "",
                  opts: pulumi.ResourceOptions | None = None) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["result", "next"]))
         super().__init__(_PasswordProvider(), name,
-                         {"length": length, "rotation": rotation, "result": None, "next": None}, opts)
+                         {"length": length, "rotation": rotation, "result": None, "next": None, "rotations": None}, opts)

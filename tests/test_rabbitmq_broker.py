@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from components.generated_password import _PasswordProvider
 from components.rabbitmq_broker import definitions as defs
+from components.rabbitmq_broker.component import _generated_logins
 from components.rabbitmq_broker.definitions import DEAD_LETTER_QUEUE, password_hash
 from components.stack_model import SpecError, parse_stack_spec
 from gru.mock_engine import Evaluation, Registration
@@ -144,30 +146,44 @@ def test_each_task_server_gets_its_delivery_limit_and_the_dead_letter_queue(eval
     assert {name: tags[name] for name in ("agent", "worker", "keda")} == {"agent": [], "worker": [], "keda": ["monitoring"]}
 
 
-def test_each_role_has_a_staged_user_and_a_rotation_moves_clients_onto_it(evaluate_yaml: EvaluateYaml) -> None:
-    passwords = {g.name: (g.inputs["result"], g.inputs["next"])
-                 for g in evaluate_yaml(RABBIT_YAML, stable_secrets=True).of_type(PASSWORD)}
-    for rotation in ("", "2026-12"):
-        text = RABBIT_YAML.replace("name: rabbit\n", f"name: rabbit\n  password_rotation: '{rotation}'\n", 1)
-        evaluation = evaluate_yaml(text, stable_secrets=True)
-        data = secret_data(evaluation)
-        definitions = json.loads(data["definitions.json"])
-        users = {u["name"]: u for u in definitions["users"]}
-        rights = {p["user"]: (p["configure"], p["write"], p["read"]) for p in definitions["permissions"]}
-        assert data["users"].splitlines() == list(users) and set(rights) == set(users)
-        assert data["drop-after-seconds"] == "1230"  # the longest rollout: 600 s allowance + the default grace
-        for role in defs.USERS:
-            current, staged = passwords[f"rabbit-{role.name}-password"]
-            in_use = role.name if rotation == "" else defs.login_name(role, current, original=False)
-            successor = defs.login_name(role, staged, original=False)
-            assert re.fullmatch(rf"{role.name}-[0-9a-f]{{8}}", successor) and successor != in_use
-            for name, password in ((in_use, current), (successor, staged)):
-                assert users[name]["password_hash"] == password_hash(name, password)
-                assert users[name]["tags"] == list(role.tags) and rights[name] == role.permissions
-            assert current not in data["definitions.json"] and staged not in data["definitions.json"]
-        assert len(users) == 6
-        assert data["worker-url"].startswith(f"amqp://{'worker' if rotation == '' else 'worker-'}")
-        assert data["keda-url"].startswith(f"http://{'keda' if rotation == '' else 'keda-'}")
+def test_each_role_has_a_staged_user_beside_the_one_in_use(evaluate_yaml: EvaluateYaml) -> None:
+    evaluation = evaluate_yaml(RABBIT_YAML, stable_secrets=True)
+    passwords = {g.name: (g.inputs["result"], g.inputs["next"]) for g in evaluation.of_type(PASSWORD)}
+    data = secret_data(evaluation)
+    definitions = json.loads(data["definitions.json"])
+    users = {u["name"]: u for u in definitions["users"]}
+    rights = {p["user"]: (p["configure"], p["write"], p["read"]) for p in definitions["permissions"]}
+    assert data["users"].splitlines() == list(users) and set(rights) == set(users)
+    assert data["drop-after-seconds"] == "1230"  # the longest rollout: 600 s allowance + the default grace
+    for role in defs.USERS:
+        current, staged = passwords[f"rabbit-{role.name}-password"]
+        successor = defs.login_name(role, staged, original=False)
+        assert re.fullmatch(rf"{role.name}-[0-9a-f]{{8}}", successor)
+        for name, password in ((role.name, current), (successor, staged)):
+            assert users[name]["password_hash"] == password_hash(name, password)
+            assert users[name]["tags"] == list(role.tags) and rights[name] == role.permissions
+        assert current not in data["definitions.json"] and staged not in data["definitions.json"]
+    assert len(users) == 6
+    assert data["worker-url"].startswith("amqp://worker:") and data["keda-url"].startswith("http://keda:")
+
+
+def test_a_rotation_moves_clients_onto_the_staged_user_by_the_rotations_count() -> None:
+    provider = _PasswordProvider()
+    created = provider.create({"length": 32, "rotation": ""}).outs
+    assert created["rotations"] == 0
+    rotated = provider.update("id", created, {"length": 32, "rotation": "2026-12"}).outs
+    # Setting the text back to "" is one more rotation, never a return to the plain name.
+    back = provider.update("id", rotated, {"length": 32, "rotation": ""}).outs
+    assert (rotated["rotations"], back["rotations"]) == (1, 2)
+    assert rotated["result"] == created["next"] and back["result"] == rotated["next"]
+    before = _generated_logins(defs.WORKER, [created["result"], created["next"], created["rotations"]])
+    after = _generated_logins(defs.WORKER, [rotated["result"], rotated["next"], rotated["rotations"]])
+    again = _generated_logins(defs.WORKER, [back["result"], back["next"], back["rotations"]])
+    # In use after a rotation: exactly the user staged before it, whose password it keeps.
+    assert after[0] == before[1] and again[0] == after[1]
+    assert [u.name for u in before][0] == "worker" and all(u.name != "worker" for u in after + again)
+    # State from before the count (None) never rotated: the plain name.
+    assert _generated_logins(defs.WORKER, ["a", "b", None])[0].name == "worker"
 
 
 def test_an_agent_password_from_config_has_one_user_and_no_successor(evaluate_yaml: EvaluateYaml) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from typing import Any
 from urllib.parse import quote
 
 import pulumi
@@ -23,9 +24,11 @@ TYPE_TOKEN = "gru:index:RabbitMQBroker"
 COOKIE_LENGTH = 48
 
 
-def _generated_logins(role: defs.User, rotated: bool, pair: list[str]) -> list[defs.Login]:
-    current, staged = pair
-    return defs.logins(role, current, staged, rotated=rotated)
+def _generated_logins(role: defs.User, state: list[Any]) -> list[defs.Login]:
+    # By the rotations count, not the `password_rotation` text: setting that back to "" is a
+    # rotation too, and must not move clients onto the role's plain name unstaged.
+    current, staged, rotations = state
+    return defs.logins(role, current, staged, rotated=bool(rotations))
 
 
 def amqp_url(user: str, password: str, host: str) -> str:
@@ -64,7 +67,6 @@ class RabbitMQBroker(pulumi.ComponentResource):
         # Generated once and kept in state, so updates never change them by accident; each with
         # its successor staged as a second user, which a `password_rotation` moves clients to.
         logins: dict[str, pulumi.Output[list[defs.Login]]] = {}
-        rotated = spec.password_rotation != ""
         for user in defs.USERS:
             generated = GeneratedPassword(f"{names.base}-{user.name}-password", rotation=spec.password_rotation,
                                           opts=child)
@@ -73,8 +75,8 @@ class RabbitMQBroker(pulumi.ComponentResource):
                 logins[user.name] = pulumi.Output.secret(password).apply(
                     lambda p: defs.logins(defs.AGENT, p, None, rotated=False))
             else:
-                logins[user.name] = pulumi.Output.all(generated.result, generated.next).apply(
-                    functools.partial(_generated_logins, user, rotated))
+                logins[user.name] = pulumi.Output.all(generated.result, generated.next, generated.rotations).apply(
+                    functools.partial(_generated_logins, user))
         cookie = GeneratedPassword(f"{names.base}-erlang-cookie", length=COOKIE_LENGTH, opts=child)
 
         # Derived from secrets, so Pulumi keeps these secret too (state, outputs, logs).
