@@ -169,11 +169,11 @@ def test_each_role_has_a_staged_user_beside_the_one_in_use(evaluate_yaml: Evalua
 
 def test_a_rotation_moves_clients_onto_the_staged_user_by_the_rotations_count() -> None:
     provider = _PasswordProvider()
-    created = provider.create({"length": 32, "rotation": ""}).outs
+    created = provider.create({"length": 32, "rotation": "", "count_rotations": True}).outs
     assert created["rotations"] == 0
-    rotated = provider.update("id", created, {"length": 32, "rotation": "2026-12"}).outs
+    rotated = provider.update("id", created, {"length": 32, "rotation": "2026-12", "count_rotations": True}).outs
     # Setting the text back to "" is one more rotation, never a return to the plain name.
-    back = provider.update("id", rotated, {"length": 32, "rotation": ""}).outs
+    back = provider.update("id", rotated, {"length": 32, "rotation": "", "count_rotations": True}).outs
     assert (rotated["rotations"], back["rotations"]) == (1, 2)
     assert rotated["result"] == created["next"] and back["result"] == rotated["next"]
     before = _generated_logins(defs.WORKER, [created["result"], created["next"], created["rotations"]])
@@ -182,8 +182,16 @@ def test_a_rotation_moves_clients_onto_the_staged_user_by_the_rotations_count() 
     # In use after a rotation: exactly the user staged before it, whose password it keeps.
     assert after[0] == before[1] and again[0] == after[1]
     assert [u.name for u in before][0] == "worker" and all(u.name != "worker" for u in after + again)
-    # State from before the count (None) never rotated: the plain name.
-    assert _generated_logins(defs.WORKER, ["a", "b", None])[0].name == "worker"
+    # State from before the count never rotated: it gains the count, 0, and keeps both passwords.
+    old = {"length": 32, "rotation": "", "result": "a" * 32, "next": "b" * 32}
+    news = {"length": 32, "rotation": "", "count_rotations": True}
+    assert provider.diff("id", old, news).changes
+    counted = provider.update("id", old, news).outs
+    assert (counted["result"], counted["next"], counted["rotations"]) == (old["result"], old["next"], 0)
+    assert not provider.diff("id", counted, news).changes
+    # A password that does not count (Redis's) never changes for it.
+    assert not provider.diff("id", old, {"length": 32, "rotation": ""}).changes
+    assert "rotations" not in provider.create({"length": 32, "rotation": ""}).outs
 
 
 def test_an_agent_password_from_config_has_one_user_and_no_successor(evaluate_yaml: EvaluateYaml) -> None:

@@ -69,7 +69,7 @@ class RabbitMQBroker(pulumi.ComponentResource):
         logins: dict[str, pulumi.Output[list[defs.Login]]] = {}
         for user in defs.USERS:
             generated = GeneratedPassword(f"{names.base}-{user.name}-password", rotation=spec.password_rotation,
-                                          opts=child)
+                                          count_rotations=True, opts=child)
             if user is defs.AGENT and password is not None:
                 # Set in stack config: the agents' password is the user's to rotate.
                 logins[user.name] = pulumi.Output.secret(password).apply(

@@ -50,7 +50,7 @@ def upgrading_notes(version: str) -> str:
 
 def named_updates(notes: str) -> set[str]:
     """Every `type::name` the notes list as updated, e.g. `kubernetes:core/v1:Secret::redis-credentials`."""
-    return set(re.findall(r"`([a-z]+:[\w/.-]+:\w+::[\w.-]+)`", notes))
+    return set(re.findall(r"`([a-z-]+:[\w/.-]+:\w+::[\w.-]+)`", notes))
 
 
 def test_the_previous_release_is_an_ancestor_with_a_changelog_entry() -> None:
