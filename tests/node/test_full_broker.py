@@ -47,6 +47,9 @@ from celery import Celery
 from gru_worker.settings import settings_from_env
 app = Celery("agent")
 app.conf.update(settings_from_env())
+# kube-router learns a new pod's address a second or two after it starts: wait for the broker.
+with app.connection_for_write() as connection:
+    connection.ensure_connection(max_retries=30, interval_start=0.2, interval_step=0.2, interval_max=1)
 accepted = []
 for pad_bytes in (256 * 1024, 16 * 1024, 1024, 0):
     pad = "x" * pad_bytes
