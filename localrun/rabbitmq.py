@@ -485,10 +485,11 @@ class LocalRabbitMQCluster:
                 crashed = sum(self._console_text(n.index, logged[n.index]).count(BOOT_CRASH) for n in self._nodes)
                 if not crashed or attempt == FORMATION_ATTEMPTS - 1:
                     break
-                # 3.10's boot-time definitions import races the forming cluster: a quorum queue
-                # member whose node is still joining can crash for good (a broker bug; see the
-                # README's "Known limits"). Tests of other faults need a healthy cluster first,
-                # so this formation is thrown away, data and all, and done again.
+                # A boot-time definitions import that declares quorum queues races the forming
+                # cluster: a member whose node is still joining can crash for good (the rendered
+                # broker boots without queues for this reason; definitions_sync.py). A caller
+                # that boots with queues anyway needs a healthy cluster for its tests, so this
+                # formation is thrown away, data and all, and done again.
                 self.reformed.append(crashed)
                 print(f"localrun: {crashed} quorum-queue state machines crashed while 3.10 formed the cluster; "
                       "forming it again from empty data")
@@ -592,7 +593,7 @@ class LocalRabbitMQCluster:
 
     @property
     def definitions_path(self) -> Path:
-        """The one definitions file every node loads at boot (a pod's mounted Secret file)."""
+        """The definitions file every node loads at boot (the pods' mounted boot definitions)."""
         return self.workdir / "definitions.json"
 
     def update_definitions(self, text: str) -> None:

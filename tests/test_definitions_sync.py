@@ -1,6 +1,7 @@
 """The RabbitMQ definitions-sync sidecar's decisions, against a stand-in for RabbitMQ's CLI
-tools that records what it is asked: which rotated-out users it deletes and which departed
-nodes it forgets, and what it leaves alone. The real tools and nodes run the same script in
+tools that records what it is asked: when it makes its first import (and its pod ready),
+which rotated-out users it deletes and which departed nodes it forgets, and what it leaves
+alone. The real tools and nodes run the same script in
 tests/test_rabbitmq_end_to_end.py (rotation, shrink)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from components.rabbitmq_broker import definitions as defs
 from components.rabbitmq_broker.definitions_sync import SCRIPT
+from components.rabbitmq_broker.topology import DELIVERY_EXCHANGE
 
 # rabbitmqctl and rabbitmq-queues: answer from files in $FAKE, record every call in $FAKE/calls.
 FAKE_CLI = r"""#!/bin/sh
@@ -20,6 +22,7 @@ echo "$(basename "$0") $*" >> "$FAKE/calls"
 case "$*" in
   *list_users*) cat "$FAKE/cluster-users";;
   *cluster_status*) cat "$FAKE/status.json";;
+  *list_exchanges*) cat "$FAKE/exchanges";;
   *delete_user*) grep -v "^$3	" "$FAKE/cluster-users" > "$FAKE/u.new"; mv "$FAKE/u.new" "$FAKE/cluster-users";;
 esac
 exit 0
@@ -27,7 +30,8 @@ exit 0
 
 
 def run_sync(tmp_path: Path, *, listed: list[str], cluster_users: list[str], status: dict[str, list[str]],
-             size: int, seconds: float = 4.0) -> list[str]:
+             size: int, seconds: float = 4.0, exchanges: tuple[str, ...] = (), formation_wait: int = 120,
+             expect_import: bool = True) -> list[str]:
     fake = tmp_path / "fake"
     bin_dir = fake / "bin"
     bin_dir.mkdir(parents=True)
@@ -38,6 +42,8 @@ def run_sync(tmp_path: Path, *, listed: list[str], cluster_users: list[str], sta
     (bin_dir / "epmd").chmod(0o755)
     (fake / "cluster-users").write_text("".join(f"{u}\t[]\n" for u in cluster_users))
     (fake / "status.json").write_text(json.dumps(status, separators=(",", ":")) + "\n")
+    (fake / "exchanges").write_text("".join(f"{e}\n" for e in exchanges))
+    (fake / "calls").touch()
     mounted = tmp_path / "definitions"
     mounted.mkdir()
     (mounted / "definitions.json").write_text("{}\n")
@@ -48,14 +54,17 @@ def run_sync(tmp_path: Path, *, listed: list[str], cluster_users: list[str], sta
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(fake), "RABBITMQ_NODENAME": "rabbit@rabbit-0",
            "DEFINITIONS_FILE": str(mounted / "definitions.json"), "USERS_FILE": str(mounted / "users"),
            "DROP_AFTER_FILE": str(mounted / "drop-after-seconds"), "CLUSTER_SIZE_FILE": str(mounted / "cluster-size"),
-           "STATE_DIR": str(tmp_path / "state"), "SYNC_SECONDS": "1"}
+           "STATE_DIR": str(tmp_path / "state"), "SYNC_SECONDS": "1", "FORMATION_WAIT_SECONDS": str(formation_wait)}
     process = subprocess.Popen(["sh", "-c", SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     time.sleep(seconds)
     os.killpg(process.pid, 15)
     output, _ = process.communicate(timeout=10)
-    assert "imported definitions" in output.decode(), output.decode()
-    return (fake / "calls").read_text().splitlines()
+    calls = (fake / "calls").read_text().splitlines()
+    imported = any("import_definitions" in c for c in calls)
+    # The readiness file is there exactly when the whole definitions were imported.
+    assert (imported, (tmp_path / "state" / "imported").exists()) == (expect_import, expect_import), output.decode()
+    return calls
 
 
 def node(i: int) -> str:
@@ -72,9 +81,29 @@ def test_only_managed_users_that_left_the_file_are_deleted(tmp_path: Path) -> No
     assert deleted == ["worker", "worker-ffffffff"]
 
 
+def test_the_first_import_waits_for_every_replica_of_a_new_cluster(tmp_path: Path) -> None:
+    # Node 0 has booted; its peers are still joining and nothing was imported before: no queue
+    # is declared yet, and the pod stays unready.
+    calls = run_sync(tmp_path, listed=["agent"], cluster_users=["agent"], size=3, expect_import=False,
+                     status={"disk_nodes": [node(0), node(1)], "running_nodes": [node(0)]})
+    assert any("cluster_status" in c for c in calls)
+
+
+def test_a_cluster_formed_before_is_imported_into_at_once(tmp_path: Path) -> None:
+    # A pod restarted while a peer is down: the topology exists, so this is no first formation.
+    calls = run_sync(tmp_path, listed=["agent"], cluster_users=["agent"], size=3, exchanges=("amq.direct", DELIVERY_EXCHANGE),
+                     status={"disk_nodes": [node(i) for i in range(3)], "running_nodes": [node(0)]})
+    assert any("import_definitions" in c for c in calls)
+
+
+def test_a_replica_that_never_comes_delays_the_first_import_only_so_long(tmp_path: Path) -> None:
+    run_sync(tmp_path, listed=["agent"], cluster_users=["agent"], size=3, formation_wait=1, seconds=5,
+             status={"disk_nodes": [node(0)], "running_nodes": [node(0)]})
+
+
 def test_nothing_is_deleted_without_a_users_file(tmp_path: Path) -> None:
     calls = run_sync(tmp_path, listed=[], cluster_users=["agent", "worker", "keda"], size=3,
-                     status={"disk_nodes": [node(0)], "running_nodes": [node(0)]})
+                     status={"disk_nodes": [node(i) for i in range(3)], "running_nodes": [node(i) for i in range(3)]})
     assert not any("delete_user" in c for c in calls)
 
 

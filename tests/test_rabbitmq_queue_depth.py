@@ -68,7 +68,7 @@ def make_cluster(rendered: Rendered, tmp_path: Path) -> Iterator[MakeCluster]:
     def make(container_env: dict[str, str], nodes: int) -> LocalRabbitMQCluster:
         data = stack._object("ConfigMap", "rabbit-config")["data"]
         cluster = LocalRabbitMQCluster(tmp_path / f"cluster-{len(started)}", data["rabbitmq.conf"],
-                                       data["enabled_plugins"], stack.secret_value("rabbit", "definitions.json"),
+                                       data["enabled_plugins"], stack.secret_value("rabbit", "boot-definitions.json"),
                                        cookie=secrets.token_hex(16), nodes=nodes, container_env=container_env)
         started.append(cluster)
         assert have_rabbitmq(), "rabbitmq-server (/usr/lib/rabbitmq/bin) and epmd are needed"

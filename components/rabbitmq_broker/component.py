@@ -92,13 +92,15 @@ class RabbitMQBroker(pulumi.ComponentResource):
         every_login = pulumi.Output.all(*logins.values()).apply(lambda groups: [u for g in groups for u in g])
         definitions: pulumi.Output[str] = pulumi.Output.secret(
             every_login.apply(lambda users: defs.definitions(users, limits)))
+        boot_definitions: pulumi.Output[str] = pulumi.Output.secret(
+            every_login.apply(lambda users: defs.boot_definitions(users, limits)))
         # User names only (digests of passwords reveal nothing), kept secret as derived ones.
         users_file: pulumi.Output[str] = pulumi.Output.secret(every_login.apply(defs.user_list))
         self.credentials_hash = pulumi.Output.unsecret(worker_url.apply(credentials_hash))
 
         self.secret = kubernetes_objects.create(manifests.credentials_secret(
             spec, names, agent_password, url, worker_url, keda_url, pulumi.Output.secret(cookie.result),
-            definitions, users_file, password_drop_after_seconds), child)
+            definitions, boot_definitions, users_file, password_drop_after_seconds), child)
         conf = rabbitmq_conf(spec, names.base, consumer_timeout_seconds)
         plugins = enabled_plugins()
         self.config_map = kubernetes_objects.create(manifests.config_map(names, conf, plugins, SYNC_SCRIPT), child)

@@ -1,6 +1,7 @@
-"""The broker's definitions file: users, permissions, each task server's delivery limit and the
-exchanges, queues and bindings Celery uses (topology.py), imported at boot and re-imported by
-the definitions-sync sidecar (which also gives each quorum queue a member on its node).
+"""The broker's definitions files: users, permissions, each task server's delivery limit and the
+exchanges, queues and bindings Celery uses (topology.py). A node loads the first three at boot
+(`boot_definitions`); the definitions-sync sidecar imports all of it once the cluster has
+formed, and again on every change (it also gives each quorum queue a member on its node).
 
 The dead-letter exchange and queue the policies name are declared by the workers instead
 (worker/gru_worker/dead_letter.py): a quorum queue declared from the definitions at boot,
@@ -138,15 +139,22 @@ def users_and_permissions(users: list[Login]) -> dict[str, object]:
     }
 
 
+def _access(users: list[Login], limits: list[DeliveryLimit]) -> dict[str, object]:
+    return {**users_and_permissions(users), "vhosts": [{"name": VHOST}],
+            "policies": [policy(limit) for limit in limits]}
+
+
 def definitions(users: list[Login], limits: list[DeliveryLimit]) -> str:
-    """The definitions JSON for these users and the task servers' limits."""
-    document = {
-        **users_and_permissions(users),
-        "vhosts": [{"name": VHOST}],
-        "policies": [policy(limit) for limit in limits],
-        **topology([queue for limit in limits for queue in limit.queues]),
-    }
+    """The whole definitions JSON for these users and the task servers' limits: what the sidecar
+    imports into the formed cluster."""
+    document = {**_access(users, limits), **topology([queue for limit in limits for queue in limit.queues])}
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def boot_definitions(users: list[Login], limits: list[DeliveryLimit]) -> str:
+    """What a node loads at boot: the same users, permissions and policies, and no exchanges,
+    queues or bindings, so no quorum queue is declared while the cluster is still forming."""
+    return json.dumps(_access(users, limits), indent=2, sort_keys=True) + "\n"
 
 
 def user_list(users: list[Login]) -> str:

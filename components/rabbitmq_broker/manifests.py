@@ -13,10 +13,11 @@ import pulumi
 from ..labels import CONFIG_HASH_ANNOTATION, common_labels, selector_labels
 from ..pod_security import checkov_skip_annotations, container_security_context, image_pull_policy, pod_security_context
 from ..stack_model import RabbitMQBrokerSpec, kubernetes_name
-from .definitions_sync import HEARTBEAT, STATE_DIR, SYNC_SECONDS
+from .definitions_sync import FORMATION_WAIT_SECONDS, HEARTBEAT, IMPORTED, STATE_DIR, SYNC_SECONDS
 from .rabbitmq_config import (
     ADDITIONAL_CONFIG_FILES,
     AMQP_PORT,
+    BOOT_DEFINITIONS_FILE,
     CLUSTER_SIZE_FILE,
     CONFIG_DIR,
     CONFIG_FILE,
@@ -38,7 +39,7 @@ from .rabbitmq_config import (
 
 APP = "rabbitmq"
 COMPONENT = "broker"
-# The Secret's keys, beside COOKIE_KEY and DEFINITIONS_FILE. Agents: `rabbitmq-password`
+# The Secret's keys, beside COOKIE_KEY and the definitions files. Agents: `rabbitmq-password`
 # and `broker-url`; workers: `worker-url`; KEDA: `keda-url` (the HTTP API, with its user).
 PASSWORD_KEY = "rabbitmq-password"
 URL_KEY = "broker-url"
@@ -81,10 +82,12 @@ def _metadata(names: RabbitMQNames, name: str) -> Manifest:
 
 def credentials_secret(spec: RabbitMQBrokerSpec, names: RabbitMQNames, agent_password: pulumi.Input[str], url: pulumi.Input[str],
                        worker_url: pulumi.Input[str], keda_url: pulumi.Input[str], cookie: pulumi.Input[str],
-                       definitions: pulumi.Input[str], users: pulumi.Input[str], drop_after_seconds: int) -> Manifest:
-    """Every client's credentials, the Erlang cookie the nodes share, the definitions file, the
-    user names it holds, how long a rotated-out user stays, and the cluster's size, read live by
-    the sync sidecar (definitions_sync.py)."""
+                       definitions: pulumi.Input[str], boot_definitions: pulumi.Input[str], users: pulumi.Input[str],
+                       drop_after_seconds: int) -> Manifest:
+    """Every client's credentials, the Erlang cookie the nodes share, the definitions files (the
+    whole one and the one a node boots with: definitions.py), the user names they hold, how
+    long a rotated-out user stays, and the cluster's size, read live by the sync sidecar
+    (definitions_sync.py)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -97,6 +100,7 @@ def credentials_secret(spec: RabbitMQBrokerSpec, names: RabbitMQNames, agent_pas
             KEDA_URL_KEY: keda_url,
             COOKIE_KEY: cookie,
             DEFINITIONS_FILE: definitions,
+            BOOT_DEFINITIONS_FILE: boot_definitions,
             USERS_FILE: users,
             DROP_AFTER_FILE: str(drop_after_seconds),
             CLUSTER_SIZE_FILE: str(spec.replicas),
@@ -336,7 +340,8 @@ def statefulset(spec: RabbitMQBrokerSpec, names: RabbitMQNames, config_hash: str
                             "secretName": names.secret,
                             # No subPath: the kubelet refreshes the file in place for the sidecar.
                             "items": [{"key": key, "path": key}
-                                      for key in (DEFINITIONS_FILE, USERS_FILE, DROP_AFTER_FILE, CLUSTER_SIZE_FILE)],
+                                      for key in (DEFINITIONS_FILE, BOOT_DEFINITIONS_FILE, USERS_FILE, DROP_AFTER_FILE,
+                                                  CLUSTER_SIZE_FILE)],
                             "defaultMode": 0o440}},
                         {"name": "cookie", "secret": {"secretName": names.secret,
                                                       "items": [{"key": COOKIE_KEY, "path": COOKIE_KEY}],
@@ -374,9 +379,12 @@ def _definitions_sync(spec: RabbitMQBrokerSpec, names: RabbitMQNames) -> Manifes
             {"name": "DROP_AFTER_FILE", "value": f"{DEFINITIONS_DIR}/{DROP_AFTER_FILE}"},
             {"name": "CLUSTER_SIZE_FILE", "value": f"{DEFINITIONS_DIR}/{CLUSTER_SIZE_FILE}"},
             {"name": "SYNC_SECONDS", "value": str(SYNC_SECONDS)},
+            {"name": "FORMATION_WAIT_SECONDS", "value": str(FORMATION_WAIT_SECONDS)},
             {"name": "STATE_DIR", "value": STATE_DIR},
         ],
-        "readinessProbe": {"exec": {"command": ["test", "-e", HEARTBEAT]}, "periodSeconds": 10, "timeoutSeconds": 3},
+        # Ready once it has imported the whole definitions into the formed cluster: the pod takes
+        # agents (the Service) only when every exchange and queue they may use exists.
+        "readinessProbe": {"exec": {"command": ["test", "-e", IMPORTED]}, "periodSeconds": 5, "timeoutSeconds": 3},
         "livenessProbe": {
             "exec": {"command": ["sh", "-c", f'[ -n "$(find {HEARTBEAT} -mmin -3)" ]']},
             "periodSeconds": 30, "timeoutSeconds": 5, "failureThreshold": 3,

@@ -26,6 +26,10 @@ PLUGINS_FILE = "enabled_plugins"
 SYNC_FILE = "definitions-sync.sh"
 DEFINITIONS_DIR = "/etc/rabbitmq/definitions"
 DEFINITIONS_FILE = "definitions.json"
+# What a node loads at boot: users, permissions and policies, no queues. A quorum queue a node
+# declares from its boot import, while its peers are still joining, can lose a member for good
+# (definitions_sync.py); the sidecar imports the whole file once the cluster has formed.
+BOOT_DEFINITIONS_FILE = "boot-definitions.json"
 # Beside the definitions, in the same Secret volume: the user names they hold (the sidecar
 # deletes managed users that left them) and how long a rotated-out user stays.
 USERS_FILE = "users"
@@ -75,8 +79,9 @@ def rabbitmq_conf(spec: RabbitMQBrokerSpec, cluster_name: str, consumer_timeout_
         # and would win over this file, is not read (ADDITIONAL_CONFIG_FILES).
         "management_agent.disable_metrics_collector = false",
         f"prometheus.tcp.port = {PROMETHEUS_PORT}",
-        # Users, permissions, the dead-letter queue and the delivery limits (from the Secret).
-        f"load_definitions = {DEFINITIONS_DIR}/{DEFINITIONS_FILE}",
+        # Users, permissions and the delivery limits (from the Secret); the sidecar adds the
+        # exchanges, queues and bindings once the cluster has formed.
+        f"load_definitions = {DEFINITIONS_DIR}/{BOOT_DEFINITIONS_FILE}",
         # A late-acknowledged task holds its delivery for as long as it runs: the channel must
         # not be closed (and the task redelivered, in a loop) before the longest may finish.
         f"consumer_timeout = {consumer_timeout_seconds * 1000}",

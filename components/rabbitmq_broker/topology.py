@@ -10,8 +10,8 @@ agents the queue they publish to. Left to Celery alone, two things go wrong:
   while a node is frozen every declaration waits on it, the worker sends no heartbeats and
   is disconnected again.
 
-Here they are part of the definitions the broker imports at boot and the sidecar re-imports,
-so they exist before any agent can connect; the workers skip the delayed-delivery step
+Here they are part of the definitions the sidecar imports once the cluster has formed, before
+its pod is ready, so they exist before any agent can connect (through the Service); the workers skip the delayed-delivery step
 (gru_worker.consumer). Each entry is what kombu declares, argument for argument
 (`kombu.transport.native_delayed_delivery` and Celery's queues of a `topic` default exchange
 on quorum queues): RabbitMQ refuses a declaration that differs from an existing queue's, and a
