@@ -42,9 +42,13 @@ TRANSLATIONS = (
     "`sh` -> the machine's sh (the Redis image's busybox sh there)",
     "a RabbitMQ broker runs as localrun/rabbitmq.py's cluster (its own TRANSLATIONS), and its Service "
     "<broker>.<ns>.svc.cluster.local:5672 -> that cluster's local Service proxy",
-    "a RabbitMQ pod's sidecars get their node's local name, HOME (cookie), epmd port and CLI path, and the "
-    "definitions file the local nodes load",
+    "a RabbitMQ pod's sidecars get their node's local name, HOME (cookie), epmd port and CLI path",
+    "a RabbitMQ pod's exec readiness probes run as host commands on its translated paths",
 )
+# The RabbitMQ broker Secret's definitions files: what a node loads at boot, and the whole one
+# its sidecar imports.
+BOOT_DEFINITIONS = "boot-definitions.json"
+DEFINITIONS = "definitions.json"
 
 _VAR_REF = re.compile(r"\$\((\w+)\)|\$\$")
 
@@ -199,6 +203,11 @@ class LocalStack:
         paths = "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
         return re.sub(rf"(?<![\w/])({paths})(?=/|\b|$)", lambda m: str(mounts[m.group(1)]), text)
 
+    @staticmethod
+    def _mounts_of(pod: Manifest, container: Manifest, pod_dir: Path) -> dict[str, Path]:
+        """Mount path -> local directory of the container's volumes, as `_mounts` made them."""
+        return {m["mountPath"]: pod_dir / "volumes" / m["name"] for m in container.get("volumeMounts", [])}
+
     def _mounts(self, pod: Manifest, container: Manifest, pod_dir: Path) -> dict[str, Path]:
         """Materialise the container's volumes under `pod_dir`; mount path -> local directory."""
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -285,23 +294,24 @@ class LocalStack:
         if any(c["name"] == "rabbitmq" for c in pod["containers"]):
             if b.cluster is None:
                 return  # its pods read the Secret when they start
-            if "definitions.json" in string_data:
-                b.cluster.update_definitions(string_data["definitions.json"])
+            if BOOT_DEFINITIONS in string_data:
+                b.cluster.update_definitions(string_data[BOOT_DEFINITIONS])
             pod_dirs = [self.workdir / f"{broker}-{index}" for index in range(b.cluster.nodes)]
         else:
             pod, _ = self._redis_pod(broker)
             pod_dirs = [self.workdir / f"{broker}-0"]
+        secret = self.secret_name(broker)
+        changed = [(Path(volume["name"]) / item["path"], string_data[item["key"]])
+                   for volume in pod["volumes"] if volume.get("secret", {}).get("secretName") == secret
+                   for item in volume["secret"].get("items", []) if item["key"] in string_data]
         for pod_dir in pod_dirs:
-            for volume in pod["volumes"]:
-                if volume.get("secret", {}).get("secretName") == self.secret_name(broker):
-                    for item in volume["secret"].get("items", []):
-                        if item["key"] in string_data:
-                            path = pod_dir / "volumes" / volume["name"] / item["path"]
-                            path.parent.mkdir(parents=True, exist_ok=True)
-                            fresh = path.with_name(path.name + ".new")
-                            fresh.write_text(string_data[item["key"]])
-                            fresh.chmod(0o600)
-                            fresh.replace(path)  # atomic, as the kubelet's symlink swap is
+            for relative, text in changed:
+                path = pod_dir / "volumes" / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fresh = path.with_name(path.name + ".new")
+                fresh.write_text(text)
+                fresh.chmod(0o600)
+                fresh.replace(path)  # atomic, as the kubelet's symlink swap is
 
     def secret_value(self, broker: str, key: str) -> str:
         return self._secret_value(self.secret_name(broker), key)
@@ -343,8 +353,10 @@ class LocalStack:
         return None
 
     def start_rabbitmq(self, broker: str, wait: float = 120) -> LocalRabbitMQCluster:
-        """A RabbitMQ broker's nodes, with the rendered rabbitmq.conf, plugins, definitions and
-        Erlang cookie, clustered; its URLs then point at the cluster's Service proxy."""
+        """A RabbitMQ broker's nodes, with the rendered rabbitmq.conf, plugins, boot definitions
+        and Erlang cookie, clustered, and their sidecars; its URLs then point at the cluster's
+        Service proxy. Returns once every pod is ready, as `pulumi up` waits for the
+        StatefulSet (the sidecars have imported the whole definitions)."""
         b = self._brokers[broker]
         pod = b.statefulset["spec"]["template"]["spec"]
         (config,) = [v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v]
@@ -352,7 +364,7 @@ class LocalStack:
         secret = self.secret_name(broker)
         cluster = LocalRabbitMQCluster(
             self.workdir / broker, conf=data["rabbitmq.conf"], enabled_plugins=data["enabled_plugins"],
-            definitions=self._secret_value(secret, "definitions.json"),
+            definitions=self._secret_value(secret, BOOT_DEFINITIONS),
             cookie=self._secret_value(secret, "erlang-cookie"), nodes=int(b.statefulset["spec"]["replicas"]))
         self._clusters.append(cluster)
         b.cluster = cluster
@@ -362,13 +374,43 @@ class LocalStack:
             for container in pod["containers"]:
                 if container["name"] != "rabbitmq":
                     self._start_rabbitmq_sidecar(broker, cluster, index, pod, container)
+        self.wait_broker_pods_ready(broker, wait)
         return cluster
+
+    def wait_broker_pods_ready(self, broker: str, timeout: float = 120) -> None:
+        """Until every RabbitMQ pod's sidecars pass their exec readiness probes (the rabbitmq
+        container's own probe is its AMQP port, which start() has seen)."""
+        b = self._brokers[broker]
+        assert b.cluster is not None
+        pod = b.statefulset["spec"]["template"]["spec"]
+        deadline = time.monotonic() + timeout
+        for index in range(b.cluster.nodes):
+            pod_dir = self.workdir / f"{broker}-{index}"
+            for container in pod["containers"]:
+                command = container.get("readinessProbe", {}).get("exec", {}).get("command")
+                if container["name"] == "rabbitmq" or not command:
+                    continue
+                mounts = self._mounts_of(pod, container, pod_dir)
+                argv = [self._translate_paths(a, mounts) for a in command]
+                while subprocess.run(argv, capture_output=True).returncode != 0:
+                    if time.monotonic() > deadline:
+                        logs = "\n".join(p.log()[-3000:] for p in b.sidecars)
+                        raise TimeoutError(f"{broker}-{index}'s {container['name']} not ready within {timeout}s "
+                                           f"({' '.join(command)}):\n{logs}")
+                    time.sleep(0.2)
+
+    def definitions_file(self, broker: str, index: int = 0) -> Path:
+        """The whole definitions file as node `index`'s pod mounts it (what its sidecar imports)."""
+        pod = self._brokers[broker].statefulset["spec"]["template"]["spec"]
+        (volume,) = [v["name"] for v in pod["volumes"]
+                     if any(i["key"] == DEFINITIONS for i in v.get("secret", {}).get("items", []))]
+        return self.workdir / f"{broker}-{index}" / "volumes" / volume / DEFINITIONS
 
     def _start_rabbitmq_sidecar(self, broker: str, cluster: LocalRabbitMQCluster, index: int, pod: Manifest,
                                 container: Manifest) -> LocalProcess:
         """A sidecar of node `index`'s pod (definitions-sync), with the rendered command and env;
-        what makes it speak to its node (name, HOME, epmd) is the local node's, and the mounted
-        definitions file is the one the local nodes load."""
+        what makes it speak to its node (name, HOME, epmd) is the local node's; it reads its
+        pod's mounted Secret files, which update_secret refreshes."""
         pod_name = f"{broker}-{index}"
         pod_dir = self.workdir / pod_name
         mounts = self._mounts(pod, container, pod_dir)
@@ -377,8 +419,6 @@ class LocalStack:
         for key in ("RABBITMQ_NODENAME", "RABBITMQ_USE_LONGNAME", "HOME", "PATH", "ERL_EPMD_PORT",
                     "ERL_EPMD_ADDRESS", "RABBITMQ_CTL_ERL_ARGS"):
             env[key] = node[key]
-        if "DEFINITIONS_FILE" in env:
-            env["DEFINITIONS_FILE"] = str(cluster.definitions_path)
         argv = [self._translate_paths(expand(a, env), mounts) for a in container["command"] + container.get("args", [])]
         process = self._spawn(f"{pod_name}-{container['name']}", argv, env, pod_dir)
         self._brokers[broker].sidecars.append(process)
@@ -439,6 +479,16 @@ class LocalStack:
     def start_replicas(self, server: str, replicas: int | None = None, **worker: Any) -> list[LocalProcess]:
         count = self.deployment(server)["spec"]["replicas"] if replicas is None else replicas
         return [self.start_pod(server, i, **worker) for i in range(count)]
+
+    def roll(self, server: str, old_pods: list[LocalProcess], new_indexes: list[int], timeout: float = 30.0) -> list[int]:
+        """A Deployment's rolling update: the new pods start and become ready, then the old ones
+        get SIGTERM (each finishes its running task); the old pods' exit codes."""
+        for index in new_indexes:
+            self.start_pod(server, index)
+        self.wait_workers_ready(server, new_indexes)
+        for pod in old_pods:
+            pod.signal(signal.SIGTERM)
+        return [pod.wait(timeout) for pod in old_pods]
 
     def health_file(self, server: str, index: int, name: str) -> Path:
         return self.workdir / f"{server}-local-{index}" / "volumes" / "health" / name

@@ -696,13 +696,7 @@ def test_a_password_rotation_moves_every_client_with_no_failed_login_and_no_lost
     rotated_at = time.monotonic()
     agent_url[0] = stack.broker_url()  # agents restart onto the new password, within the drop time
     # The workers roll: new pods (reading the new Secret) come up, then the old ones stop.
-    stack.start_pod(SERVER, 2)
-    stack.start_pod(SERVER, 3)
-    stack.wait_workers_ready(SERVER, [2, 3])
-    for pod in old_pods:
-        pod.signal(signal.SIGTERM)
-    for pod in old_pods:
-        assert pod.wait(30) == 0
+    assert stack.roll(SERVER, old_pods, [2, 3]) == [0] * len(old_pods)
     assert time.monotonic() - rotated_at < drop_after, "the roll outlasted the drop time: the test proves nothing"
     # Past the drop time, the old passwords are gone.
     time.sleep(max(0.0, rotated_at + drop_after + 8 - time.monotonic()))
