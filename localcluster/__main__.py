@@ -26,8 +26,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             plane.up(args.nodes, real_node=(node_bin(build=False), images_dir(build=False)) if args.real_node else None,
                        addons=None if args.no_addons else addons_dir(build=False))
-        except BaseException:
-            print(f"cluster: start failed; logs in {plane.logs}", file=sys.stderr)
+        except BaseException as error:
+            # The caller (a CI run, say) removes DIR with `down`: what went wrong must be in
+            # this output, not only in the logs.
+            reason = "" if isinstance(error, SystemExit) else f": {error!r}"  # SystemExit prints its own
+            print(f"cluster: start failed{reason}; logs in {plane.logs}", file=sys.stderr)
+            for tail in log_tails(plane.logs):
+                print(tail, file=sys.stderr)
             raise
         print(plane.kubeconfig)
         return 0
@@ -35,6 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"cluster: down: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def log_tails(logs: Path, lines: int = 12) -> list[str]:
+    """The last lines of each process's log, newest log first."""
+    if not logs.is_dir():
+        return []
+    tails = []
+    for log in sorted(logs.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True):
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        tails.append(f"--- {log.name} (last {len(text)} lines)\n" + "\n".join(t[:300] for t in text))
+    return tails
 
 
 if __name__ == "__main__":

@@ -76,6 +76,10 @@ class RealNode:
         if missing:
             raise SystemExit("cluster: the real node needs " + ", ".join(missing)
                              + " (tools/node/build, tools/images/build and .ci/run's Debian packages)")
+        if host.run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+            raise SystemExit(f"cluster: a network device {BRIDGE} already exists: another real-node cluster runs "
+                             "here, or one was not brought down (`tools/cluster down DIR`; with none running, "
+                             f"`ip link del {BRIDGE}`)")
         if len(str(self.socket)) > 100:
             raise SystemExit(f"cluster: {self.socket} is too long for a unix socket; use a shorter DIR")
 

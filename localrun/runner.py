@@ -204,22 +204,20 @@ class LocalStack:
         return re.sub(rf"(?<![\w/])({paths})(?=/|\b|$)", lambda m: str(mounts[m.group(1)]), text)
 
     @staticmethod
-    def _mounts_of(pod: Manifest, container: Manifest, pod_dir: Path) -> dict[str, Path]:
-        """Mount path -> local directory of the container's volumes, as `_mounts` made them."""
+    def _mounts_of(container: Manifest, pod_dir: Path) -> dict[str, Path]:
+        """Mount path -> local directory of the container's volumes (where `_mounts` makes them)."""
         return {m["mountPath"]: pod_dir / "volumes" / m["name"] for m in container.get("volumeMounts", [])}
 
     def _mounts(self, pod: Manifest, container: Manifest, pod_dir: Path) -> dict[str, Path]:
         """Materialise the container's volumes under `pod_dir`; mount path -> local directory."""
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
-        mounts: dict[str, Path] = {}
-        for mount in container.get("volumeMounts", []):
-            local = pod_dir / "volumes" / mount["name"]
+        mounts = self._mounts_of(container, pod_dir)
+        for local in mounts.values():
             local.mkdir(parents=True, exist_ok=True)
-            mounts[mount["mountPath"]] = local
         # Every container of the pod sees the same file of a shared volume: ConfigMap files are
         # translated with the mount paths of all of them (redis.conf names /data).
-        pod_mounts = {m["mountPath"]: pod_dir / "volumes" / m["name"]
-                      for c in pod.get("initContainers", []) + pod["containers"] for m in c.get("volumeMounts", [])}
+        pod_mounts = {path: local for c in pod.get("initContainers", []) + pod["containers"]
+                      for path, local in self._mounts_of(c, pod_dir).items()}
         for mount in container.get("volumeMounts", []):
             volume = volumes.get(mount["name"], {})
             local = mounts[mount["mountPath"]]
@@ -229,12 +227,29 @@ class LocalStack:
                     # Files from ConfigMaps name mount paths too (redis.conf's `dir` and `aclfile`).
                     (local / key).write_text(self._translate_paths(text, pod_mounts))
             elif "secret" in volume:
-                source = volume["secret"]
-                for item in source.get("items", []):
-                    path = local / item["path"]
-                    path.write_text(self._secret_value(source["secretName"], item["key"]))
-                    path.chmod(0o600)
+                self._project_secret(local, volume["secret"])
         return mounts
+
+    def _project_secret(self, local: Path, source: Manifest) -> None:
+        """The Secret's items into the volume directory `local` the way the kubelet's atomic
+        writer does it: all of them at once, in a fresh directory that one rename of the `..data`
+        link makes current, so a reader never sees one key updated and another not."""
+        fresh = local / f"..{time.time_ns()}"
+        for item in source.get("items", []):
+            path = fresh / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self._secret_value(source["secretName"], item["key"]))
+            path.chmod(0o600)
+        previous = (local / "..data").resolve() if (local / "..data").is_symlink() else None
+        link = local / "..data_tmp"
+        link.unlink(missing_ok=True)
+        link.symlink_to(fresh.name)
+        link.replace(local / "..data")
+        for top in {Path(item["path"]).parts[0] for item in source.get("items", [])}:
+            if not (local / top).is_symlink():
+                (local / top).symlink_to(Path("..data") / top)
+        if previous is not None:
+            shutil.rmtree(previous)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> LocalProcess:
         log_path = self.workdir / "logs" / f"{name}.log"
@@ -301,30 +316,32 @@ class LocalStack:
             pod, _ = self._redis_pod(broker)
             pod_dirs = [self.workdir / f"{broker}-0"]
         secret = self.secret_name(broker)
-        changed = [(Path(volume["name"]) / item["path"], string_data[item["key"]])
-                   for volume in pod["volumes"] if volume.get("secret", {}).get("secretName") == secret
-                   for item in volume["secret"].get("items", []) if item["key"] in string_data]
         for pod_dir in pod_dirs:
-            for relative, text in changed:
-                path = pod_dir / "volumes" / relative
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fresh = path.with_name(path.name + ".new")
-                fresh.write_text(text)
-                fresh.chmod(0o600)
-                fresh.replace(path)  # atomic, as the kubelet's symlink swap is
+            for volume in pod["volumes"]:
+                if volume.get("secret", {}).get("secretName") == secret:
+                    local = pod_dir / "volumes" / volume["name"]
+                    local.mkdir(parents=True, exist_ok=True)
+                    self._project_secret(local, volume["secret"])
 
     def secret_value(self, broker: str, key: str) -> str:
         return self._secret_value(self.secret_name(broker), key)
 
-    def broker_probe(self, broker: str = "redis", probe: str = "readinessProbe") -> bool:
-        """Run the rendered probe command (with its container's env), as the kubelet would."""
-        b = self._brokers[broker]
-        _, container = self._redis_pod(broker)
-        env = self._env(container, f"{broker}-0", {})
-        command = [c.replace(f"-p {REDIS_PORT}", f"-p {b.port}") for c in container[probe]["exec"]["command"]]
-        base = {"PATH": os.environ.get("PATH", "")}
-        result = subprocess.run(command, env={**base, **env}, capture_output=True, timeout=30)
+    def _exec_probe(self, container: Manifest, pod_name: str, probe: str = "readinessProbe",
+                    port: tuple[int, int] | None = None) -> bool:
+        """Run a container's exec probe as the kubelet would: its command, with the container's
+        env and its mounts at their local paths (and the `port` pair's -p rewritten to the local one)."""
+        mounts = self._mounts_of(container, self.workdir / pod_name)
+        env = self._env(container, pod_name, mounts)
+        argv = [self._translate_paths(a, mounts) for a in container[probe]["exec"]["command"]]
+        if port is not None:
+            argv = [a.replace(f"-p {port[0]}", f"-p {port[1]}") for a in argv]
+        result = subprocess.run(argv, env={"PATH": os.environ.get("PATH", ""), **env}, capture_output=True, timeout=30)
         return result.returncode == 0
+
+    def broker_probe(self, broker: str = "redis", probe: str = "readinessProbe") -> bool:
+        """The Redis container's rendered probe, run as the kubelet would."""
+        _, container = self._redis_pod(broker)
+        return self._exec_probe(container, f"{broker}-0", probe, port=(REDIS_PORT, self._brokers[broker].port))
 
     def wait_broker_ready(self, broker: str = "redis", timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -385,14 +402,11 @@ class LocalStack:
         pod = b.statefulset["spec"]["template"]["spec"]
         deadline = time.monotonic() + timeout
         for index in range(b.cluster.nodes):
-            pod_dir = self.workdir / f"{broker}-{index}"
             for container in pod["containers"]:
                 command = container.get("readinessProbe", {}).get("exec", {}).get("command")
                 if container["name"] == "rabbitmq" or not command:
                     continue
-                mounts = self._mounts_of(pod, container, pod_dir)
-                argv = [self._translate_paths(a, mounts) for a in command]
-                while subprocess.run(argv, capture_output=True).returncode != 0:
+                while not self._exec_probe(container, f"{broker}-{index}"):
                     if time.monotonic() > deadline:
                         logs = "\n".join(p.log()[-3000:] for p in b.sidecars)
                         raise TimeoutError(f"{broker}-{index}'s {container['name']} not ready within {timeout}s "

@@ -3,6 +3,7 @@ workers with exactly the rendered commands, arguments and environment (localrun/
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -67,6 +68,10 @@ def make_stack(tmp_path: Path) -> Iterator[MakeStack]:
         return stack
 
     yield make
+    # The test's Celery results are finalised while their broker still runs: AsyncResult's
+    # __del__ unsubscribes, and once the broker is gone it retries for 20 s per result, in
+    # whatever later test the garbage collector happens to run.
+    gc.collect()
     for stack in started:
         stack.close()
         # Every test stops what it started.
@@ -645,7 +650,7 @@ def test_each_client_kind_may_do_only_its_job(make_stack: MakeStack) -> None:
 
 def test_a_password_rotation_moves_every_client_with_no_failed_login_and_no_lost_task(make_stack: MakeStack) -> None:
     from components.redis_broker.component import broker_url
-    from components.redis_broker.redis_acl import USERS, acl_file
+    from components.redis_broker.redis_acl import USERS, acl_file, password_hash
 
     stack = make_stack()
     host = "redis.gru.svc.cluster.local"
@@ -654,9 +659,12 @@ def test_a_password_rotation_moves_every_client_with_no_failed_login_and_no_lost
     new = {u.name: (f"{u.name}-new-{uuid.uuid4().hex}" if u.rotates else old[u.name]) for u in USERS}
     later = {u.name: f"{u.name}-later-{uuid.uuid4().hex}" for u in USERS}
 
+    # The test's own user, to read ACL LOG: who was refused, should anyone be.
+    inspector = f"inspector-{uuid.uuid4().hex}"
+
     def secret(current: dict[str, str], staged: dict[str, str], drop_after: int) -> dict[str, str]:
-        return {"users.acl": acl_file({u.name: [current[u.name], staged[u.name]] if u.rotates else [current[u.name]]
-                                       for u in USERS}),
+        users = acl_file({u.name: [current[u.name], staged[u.name]] if u.rotates else [current[u.name]] for u in USERS})
+        return {"users.acl": users + f"user inspector on #{password_hash(inspector)} -@all +acl|log\n",
                 "worker-url": broker_url(current["worker"], host, "worker"),
                 "broker-url": broker_url(current["default"], host), "redis-password": current["default"],
                 "exporter-password": current["exporter"], "admin-password": current["admin"],
@@ -706,7 +714,10 @@ def test_a_password_rotation_moves_every_client_with_no_failed_login_and_no_lost
     stats = exporter.info("stats")
     errors = exporter.info("errorstats")
     assert failures == []
-    assert "errorstat_WRONGPASS" not in errors and stats.get("acl_access_denied_auth", 0) == 0, errors
+    # ACL LOG names who was refused (user, client address and name, when): the failure says who.
+    log = redis.Redis(host="127.0.0.1", port=stack.broker_port(), username="inspector", password=inspector)
+    refused = log.acl_log()
+    assert "errorstat_WRONGPASS" not in errors and stats.get("acl_access_denied_auth", 0) == 0, (errors, refused)
     assert len(results) > 20
     reader = client(stack)  # a restarted agent, on the new password
     assert [reader.AsyncResult(r.id).get(timeout=60) for _, r in results] == [t for t, _ in results]

@@ -142,6 +142,39 @@ def run_job(kube: Kube, image: str, script: str, env: list[Obj], labels: dict[st
 # retries a publish that finds no connection: a new pod's first connections can be refused
 # until the NetworkPolicy enforcer has seen its address (kube-router takes a second or two).
 RETRY_POLICY = '{"max_retries": 30, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 1}'
+# The seed stack's objects, as its tests select them.
+REDIS = "app.kubernetes.io/name=redis,app.kubernetes.io/instance=redis"
+WORKERS = "app.kubernetes.io/name=celery-worker,app.kubernetes.io/instance=task-server"
+CLIENT_LABEL = "gru.dev/client-of-redis"
+SECRET = "redis-credentials"
+
+# An agent that enqueues a short task every `interval` s for `seconds`, on the password its
+# pod started with. Its first publish retries, as the README tells agents to (kube-router
+# learns a new pod's address a second or two after it starts); every later one gets Celery's
+# default retries only, so a refused login or connection shows as a failure, with its time.
+STEADY_AGENT = """
+import json, time, uuid
+from celery import Celery
+from gru_worker.settings import settings_from_env
+app = Celery("agent")
+app.conf.update(settings_from_env())
+first = uuid.uuid4().hex
+app.send_task("gru.sleep", args=[0.1, first], task_id=first, retry=True, retry_policy={retry_policy})
+sent, failures = [first], []
+started = time.monotonic()
+deadline = started + {seconds}
+while time.monotonic() < deadline:
+    task_id = uuid.uuid4().hex
+    try:
+        app.send_task("gru.sleep", args=[0.1, task_id], task_id=task_id)
+        sent.append(task_id)
+    except Exception as error:
+        failures.append(f"{{time.monotonic() - started:.1f}} s: {{error!r}}")
+    time.sleep({interval})
+print("SENT " + json.dumps(sent))
+print("FAILURES " + json.dumps(failures))
+"""
+
 ENQUEUE = """
 import json, sys, uuid
 from celery import Celery

@@ -54,8 +54,11 @@ def cluster(engine_bin: Path, images: Images, tmp_path_factory: pytest.TempPathF
            "GRU_NODE_BIN": str(node_bin()), "GRU_IMAGES_DIR": str(images.directory), "GRU_ADDONS_DIR": str(addons_dir())}
     tool = str(ROOT / "tools" / "cluster")
     try:
-        subprocess.run([tool, "up", str(directory), "--real-node"], check=True, env=env, timeout=600,
-                       stdout=subprocess.PIPE, text=True)
+        started = subprocess.run([tool, "up", str(directory), "--real-node"], env=env, timeout=600,
+                                 capture_output=True, text=True)
+        if started.returncode != 0:
+            # `down` below removes the logs: the error carries what `up` said of them.
+            pytest.fail(f"tools/cluster up --real-node failed (exit {started.returncode}):\n{started.stderr[-6000:]}")
         kubeconfig = directory / "kubeconfig"
         yield Cluster(kubeconfig, Kube(kubeconfig))
     finally:

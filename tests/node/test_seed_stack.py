@@ -27,8 +27,13 @@ from localcluster.api import Kube, wait_for
 
 from ..engine.conftest import Project
 from .cluster import (
+    CLIENT_LABEL,
     NAMESPACE,
+    REDIS,
     RETRY_POLICY,
+    SECRET,
+    STEADY_AGENT,
+    WORKERS,
     Images,
     WorkerLogs,
     container_statuses,
@@ -38,11 +43,6 @@ from .cluster import (
     secret_env,
     wait_ready,
 )
-
-REDIS = "app.kubernetes.io/name=redis,app.kubernetes.io/instance=redis"
-WORKERS = "app.kubernetes.io/name=celery-worker,app.kubernetes.io/instance=task-server"
-CLIENT_LABEL = "gru.dev/client-of-redis"
-SECRET = "redis-credentials"
 
 
 def _received(text: str) -> list[str]:
@@ -177,34 +177,6 @@ def test_redis_pod_deleted_mid_task_comes_back_on_its_volume(deployed_seed: Proj
     assert on_a_real_node(kube, back)
 
 
-# An agent that keeps enqueuing for `seconds`, on the password its pod started with. Its first
-# publish retries, as the README tells agents to (kube-router learns a new pod's address a
-# second or two after it starts); every later one gets Celery's default retries only, so a
-# refused login or connection during the rotation shows as a failure, with its time.
-STEADY_AGENT = """
-import json, time, uuid
-from celery import Celery
-from gru_worker.settings import settings_from_env
-app = Celery("agent")
-app.conf.update(settings_from_env())
-first = uuid.uuid4().hex
-app.send_task("gru.sleep", args=[0.1, first], task_id=first, retry=True, retry_policy={retry_policy})
-sent, failures = [first], []
-started = time.monotonic()
-deadline = started + {seconds}
-while time.monotonic() < deadline:
-    task_id = uuid.uuid4().hex
-    try:
-        app.send_task("gru.sleep", args=[0.1, task_id], task_id=task_id)
-        sent.append(task_id)
-    except Exception as error:
-        failures.append(f"{{time.monotonic() - started:.1f}} s: {{error!r}}")
-    time.sleep(0.1)
-print("SENT " + json.dumps(sent))
-print("FAILURES " + json.dumps(failures))
-"""
-
-
 def test_password_rotation_rolls_the_workers_with_no_failed_login(deployed_seed: Project, images: Images) -> None:
     kube = deployed_seed.kube
     before = {p["metadata"]["name"] for p in wait_ready(kube, WORKERS, 4, timeout=60)}
@@ -213,7 +185,7 @@ def test_password_rotation_rolls_the_workers_with_no_failed_login(deployed_seed:
     result: dict[str, str] = {}
     with WorkerLogs(kube, WORKERS) as logs:
         agent = threading.Thread(target=lambda: result.update(log=run_job(
-            kube, images.worker, STEADY_AGENT.format(seconds=60, retry_policy=RETRY_POLICY),
+            kube, images.worker, STEADY_AGENT.format(seconds=60, interval=0.1, retry_policy=RETRY_POLICY),
             [secret_env("CELERY_BROKER_URL", SECRET, "broker-url")], labels={CLIENT_LABEL: "true"}, timeout=240)))
         agent.start()
         time.sleep(10)

@@ -29,36 +29,23 @@ from localcluster.engine import addons_dir, node_bin
 from ..conftest import ROOT, SEED_YAML
 from ..engine.conftest import Cluster, copy_program, new_project
 from ..engine.test_upgrade import PREVIOUS, checkout
-from .cluster import NAMESPACE, RETRY_POLICY, Images, WorkerLogs, enqueue, run_job, secret_env, wait_ready, with_images
+from .cluster import (
+    CLIENT_LABEL,
+    NAMESPACE,
+    REDIS,
+    RETRY_POLICY,
+    SECRET,
+    STEADY_AGENT,
+    WORKERS,
+    Images,
+    WorkerLogs,
+    enqueue,
+    run_job,
+    secret_env,
+    wait_ready,
+    with_images,
+)
 from .conftest import EXTERNAL_KUBECONFIG
-
-REDIS = "app.kubernetes.io/name=redis,app.kubernetes.io/instance=redis"
-WORKERS = "app.kubernetes.io/name=celery-worker,app.kubernetes.io/instance=task-server"
-CLIENT_LABEL = "gru.dev/client-of-redis"
-SECRET = "redis-credentials"
-
-# An agent that enqueues one short task every 0.2 s for `seconds`; its first publish retries
-# (kube-router learns a new pod's address a second or two after it starts).
-STEADY_AGENT = """
-import json, time, uuid
-from celery import Celery
-from gru_worker.settings import settings_from_env
-app = Celery("agent")
-app.conf.update(settings_from_env())
-sent, failures = [], []
-deadline = time.monotonic() + {seconds}
-while time.monotonic() < deadline:
-    task_id = uuid.uuid4().hex
-    try:
-        app.send_task("gru.sleep", args=[0.1, task_id], task_id=task_id, retry=True,
-                      retry_policy={retry_policy} if not sent else None)
-        sent.append(task_id)
-    except Exception as error:
-        failures.append(repr(error))
-    time.sleep(0.2)
-print("SENT " + json.dumps(sent))
-print("FAILURES " + json.dumps(failures))
-"""
 
 
 def default_worker_image(program: Path) -> str:
@@ -142,7 +129,7 @@ def test_tasks_in_flight_run_once_across_an_upgrade_of_the_program(
             waiting = enqueue(kube, images, "redis", CLIENT_LABEL, count=20, seconds=0.5)
             result: dict[str, str] = {}
             agent = threading.Thread(target=lambda: result.update(log=run_job(
-                kube, images.worker, STEADY_AGENT.format(seconds=60, retry_policy=RETRY_POLICY),
+                kube, images.worker, STEADY_AGENT.format(seconds=60, interval=0.2, retry_policy=RETRY_POLICY),
                 [secret_env("CELERY_BROKER_URL", SECRET, "broker-url")], labels={CLIENT_LABEL: "true"}, timeout=300)))
             agent.start()
 
