@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,28 @@ def make_project(tmp: Path) -> Path:
     return project
 
 
+@contextmanager
+def local_cluster(tmp: Path, binaries: Path, *options: str) -> Iterator[Path]:
+    """`tools/cluster up` in `tmp`/cluster, brought down at the end; its directory."""
+    cluster = tmp / "cluster"
+    tool_env = {**os.environ, "GRU_ENGINE_BIN": str(binaries), "GRU_PYTHON": sys.executable}
+    subprocess.run([str(ROOT / "tools" / "cluster"), "up", str(cluster), *options], check=True, env=tool_env,
+                   stdout=subprocess.DEVNULL)
+    try:
+        yield cluster
+    finally:
+        subprocess.run([str(ROOT / "tools" / "cluster"), "down", str(cluster)], check=False, env=tool_env)
+
+
+def engine_env(tmp: Path, binaries: Path, cluster: Path) -> dict[str, str]:
+    """The Pulumi CLI's environment: the built engine, state and home under `tmp`, the cluster."""
+    (tmp / "state").mkdir(exist_ok=True)
+    return {**os.environ, "PATH": f"{binaries}{os.pathsep}{os.environ['PATH']}",
+            "PULUMI_HOME": str(tmp / "home"), "PULUMI_BACKEND_URL": f"file://{tmp / 'state'}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true", "KUBECONFIG": str(cluster / "kubeconfig")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="dev,1,10,50")
@@ -102,35 +126,23 @@ def main() -> None:
     binaries = engine_bin()
     print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"engine and control plane from {binaries}")
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, local_cluster(Path(tmp_name), binaries) as cluster:
         tmp = Path(tmp_name)
-        cluster = tmp / "cluster"
-        tool_env = {**os.environ, "GRU_ENGINE_BIN": str(binaries), "GRU_PYTHON": sys.executable}
-        subprocess.run([str(ROOT / "tools" / "cluster"), "up", str(cluster)], check=True, env=tool_env,
-                       stdout=subprocess.DEVNULL)
-        try:
-            kube = Kube(cluster / "kubeconfig")
-            project = make_project(tmp)
-            (tmp / "state").mkdir()
-            env = {**os.environ, "PATH": f"{binaries}{os.pathsep}{os.environ['PATH']}",
-                   "PULUMI_HOME": str(tmp / "home"), "PULUMI_BACKEND_URL": f"file://{tmp / 'state'}",
-                   "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE, "PULUMI_SKIP_UPDATE_CHECK": "true",
-                   "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true", "KUBECONFIG": str(cluster / "kubeconfig")}
-            # One untimed run first: plugin start-up caches, the venv's byte code.
-            pulumi_up(project, env, "1", "bench-warmup", stack="warmup")
-            rows = []
-            print(f"{'size':>6} {'pulumi up s':>12} {'floor s':>9} {'ratio':>7}")
-            for size in sizes:
-                engine = pulumi_up(project, env, size, f"bench-{size}-engine")
-                base = floor(kube, project, size, f"bench-{size}-floor")
-                rows.append((size, engine, base))
-                print(f"{size:>6} {engine:12.1f} {base:9.1f} {engine / base:7.2f}", flush=True)
-            size, engine, base = rows[-1]
-            print(f"key: pulumi up to Ready / server-side apply floor, {size} task servers: {engine / base:.2f}x "
-                  f"({engine:.1f} s vs {base:.1f} s)")
-        finally:
-            subprocess.run([str(ROOT / "tools" / "cluster"), "down", str(cluster)], check=False, env=tool_env)
-
+        kube = Kube(cluster / "kubeconfig")
+        project = make_project(tmp)
+        env = engine_env(tmp, binaries, cluster)
+        # One untimed run first: plugin start-up caches, the venv's byte code.
+        pulumi_up(project, env, "1", "bench-warmup", stack="warmup")
+        rows = []
+        print(f"{'size':>6} {'pulumi up s':>12} {'floor s':>9} {'ratio':>7}")
+        for size in sizes:
+            engine = pulumi_up(project, env, size, f"bench-{size}-engine")
+            base = floor(kube, project, size, f"bench-{size}-floor")
+            rows.append((size, engine, base))
+            print(f"{size:>6} {engine:12.1f} {base:9.1f} {engine / base:7.2f}", flush=True)
+        size, engine, base = rows[-1]
+        print(f"key: pulumi up to Ready / server-side apply floor, {size} task servers: {engine / base:.2f}x "
+              f"({engine:.1f} s vs {base:.1f} s)")
 
 if __name__ == "__main__":
     main()

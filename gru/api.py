@@ -49,6 +49,7 @@ from .engine import (
     require_pulumi_cli,
 )
 from .errors import EXIT_FAILED, GruError, ProblemReport
+from .many import DEFAULT_PARALLEL, StackRun, all_stacks, run_stacks, table
 from .merge import SECTIONS, MergePlan, _validate_merge, merge_components, plan_merge
 from .paths import _project, _short_stack_name, stacks_dir_of
 from .render import RenderedObject, render_stack, write_manifests
@@ -65,6 +66,7 @@ __all__ = [
     "ChangeSummary",
     "ComponentRef",
     "Confirm",
+    "DEFAULT_PARALLEL",
     "Engine",
     "EngineSettings",
     "GruError",
@@ -74,7 +76,9 @@ __all__ = [
     "PulumiEngine",
     "RenderResult",
     "SetupResult",
+    "StackRun",
     "UpResult",
+    "all_stacks",
     "default_backend_url",
     "destroy",
     "engine_settings",
@@ -82,12 +86,15 @@ __all__ = [
     "outputs",
     "plan_merge",
     "preview",
+    "preview_stacks",
     "render",
     "render_manifests",
     "require_pulumi_cli",
     "setup",
     "stacks_dir_of",
+    "table",
     "up",
+    "up_stacks",
     "validate",
 ]
 
@@ -210,6 +217,52 @@ def up(
             raise GruError(f"up of stack {stack!r} cancelled: nothing was changed")
     summary, values = runner.up(stack, on_output=on_output)
     return UpResult(stack, summary, _masked(values, show_secrets))
+
+
+def preview_stacks(
+    stacks: list[str],
+    diff: bool = False,
+    *,
+    parallel: int = DEFAULT_PARALLEL,
+    project_dir: Path | None = None,
+    on_output: OnOutput | None = print,
+    engine: Engine | None = None,
+) -> list[StackRun]:
+    """`preview` of every stack in `stacks` (see `all_stacks`), at most `parallel` at once.
+
+    Each stack's output lines reach `on_output` prefixed "[<stack>] "; a stack that fails
+    (invalid file, engine error) is a StackRun with its error and does not stop the others."""
+    runner = _engine(engine, project_dir)
+
+    def one(stack: str, output: OnOutput | None) -> tuple[ChangeSummary, dict[str, Any] | None]:
+        return preview(stack, diff, project_dir=project_dir, on_output=output, engine=runner), None
+
+    return run_stacks(stacks, one, parallel=parallel, on_output=on_output)
+
+
+def up_stacks(
+    stacks: list[str],
+    *,
+    yes: bool = False,
+    show_secrets: bool = False,
+    parallel: int = DEFAULT_PARALLEL,
+    project_dir: Path | None = None,
+    on_output: OnOutput | None = print,
+    engine: Engine | None = None,
+) -> list[StackRun]:
+    """`up` of every stack in `stacks`, at most `parallel` at once, each StackRun carrying the
+    stack's outputs. Needs `yes`: review the changes with `preview_stacks` first."""
+    if not yes:
+        raise GruError(f"up of {len(stacks)} stacks at once changes their clusters and asks no question per stack: "
+                       "pass yes=True (on the command line: --yes) after reviewing `python -m gru preview` of "
+                       "the same stacks")
+    runner = _engine(engine, project_dir)
+
+    def one(stack: str, output: OnOutput | None) -> tuple[ChangeSummary, dict[str, Any] | None]:
+        result = up(stack, yes=True, show_secrets=show_secrets, project_dir=project_dir, on_output=output, engine=runner)
+        return result.summary, {"outputs": result.outputs}
+
+    return run_stacks(stacks, one, parallel=parallel, on_output=on_output)
 
 
 def destroy(

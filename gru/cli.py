@@ -40,6 +40,8 @@ examples:
   python -m gru component setup --cluster-name prod-eu --config-file redis.yaml --preview-only
   python -m gru preview --stack prod-eu --diff
   python -m gru up --stack prod-eu
+  python -m gru preview --all-stacks --diff
+  python -m gru up --stack prod-eu --stack prod-us --yes
   python -m gru outputs --stack prod-eu --json
 
 exit codes: 0 success, 1 invalid input or failed operation, 2 usage error"""
@@ -160,7 +162,32 @@ def cmd_setup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _many(args: argparse.Namespace) -> list[str] | None:
+    """The stacks of a many-stack run (several --stack values, or --all-stacks); None for one."""
+    if args.all_stacks:  # argparse allows --stack or --all-stacks, exactly one
+        return api.all_stacks(args.project_dir)
+    return args.stack if len(args.stack) > 1 else None
+
+
+def _report_many(args: argparse.Namespace, runs: list[api.StackRun]) -> int:
+    """The table (or the JSON document) of a many-stack run; exit 1 if any stack failed."""
+    ok = all(run.ok for run in runs)
+    if args.json:
+        _emit_json({"ok": ok, "stacks": [run.to_json() for run in runs]})
+    else:
+        print(api.table(runs))
+    for run in runs:
+        if not run.ok:
+            print(f"stack {run.stack!r}: {run.error}", file=sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
+    many = _many(args)
+    if many is not None:
+        return _report_many(args, api.preview_stacks(many, diff=args.diff, parallel=args.parallel,
+                                                     project_dir=args.project_dir, on_output=_progress(args)))
+    args.stack = args.stack[0]
     summary = api.preview(args.stack, diff=args.diff, project_dir=args.project_dir, on_output=_progress(args))
     if not args.json:
         _print_images(api.validate(args.stack, args.project_dir))
@@ -172,6 +199,14 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    many = _many(args)
+    if many is not None:
+        if not args.yes:
+            raise api.GruError(f"python -m gru up: refusing to update {len(many)} stacks without --yes: gru asks no "
+                               "question per stack. Review `python -m gru preview` of the same stacks, then pass --yes.")
+        return _report_many(args, api.up_stacks(many, yes=True, show_secrets=args.show_secrets, parallel=args.parallel,
+                                                project_dir=args.project_dir, on_output=_progress(args)))
+    args.stack = args.stack[0]
     confirm = _confirmation(args, args.stack, "up", f"update stack {args.stack!r}")
     result = api.up(args.stack, yes=args.yes, confirm=confirm, show_secrets=args.show_secrets,
                     project_dir=args.project_dir, on_output=_progress(args))
@@ -207,6 +242,16 @@ def cmd_outputs(args: argparse.Namespace) -> int:
 
 def _stack_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", required=True, help="stack (cluster) name, e.g. dev; its components are in stacks/<stack>.yaml")
+
+
+def _stacks_argument(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stack", action="append", metavar="STACK",
+                       help="stack (cluster) name, e.g. dev; give it more than once to run several stacks at once")
+    which.add_argument("--all-stacks", action="store_true", help="every stack of the project (each stacks/<stack>.yaml)")
+    parser.add_argument("--parallel", type=int, default=api.DEFAULT_PARALLEL, metavar="N",
+                        help=f"with several stacks: at most N at once (default {api.DEFAULT_PARALLEL}); each stack's "
+                        "lines are prefixed with its name and a table ends the run")
 
 
 def _json_argument(parser: argparse.ArgumentParser) -> None:
@@ -262,14 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     preview = commands.add_parser("preview", help="show what `up` would change in a stack (pulumi preview)",
                                   description="Preview a stack's update through the Pulumi CLI.")
-    _stack_argument(preview)
+    _stacks_argument(preview)
     preview.add_argument("--diff", action="store_true", help="show a rich diff of every changed property")
     _json_argument(preview)
     preview.set_defaults(func=cmd_preview)
 
     up = commands.add_parser("up", help="deploy a stack to its cluster (pulumi up)",
                              description="Deploy a stack through the Pulumi CLI; asks first unless --yes.")
-    _stack_argument(up)
+    _stacks_argument(up)
     _yes_argument(up, "apply")
     up.add_argument("--show-secrets", action="store_true", help="print secret outputs instead of [secret]")
     _json_argument(up)

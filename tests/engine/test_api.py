@@ -91,6 +91,20 @@ def test_component_setup_end_to_end(project: Project, tmp_path: Path) -> None:
     deployment = project.kube.get("Deployment", "task-server", "setup")
     assert deployment is not None and deployment["spec"]["replicas"] == 1
 
+    # Several stacks previewed at once: the deployed one, a new one, and an invalid one, which
+    # fails alone; each stack's lines carry its name and one table ends the run.
+    project.write_stack("fresh", "broker:\n  type: redis\n  name: redis\n  namespace: fresh\n")
+    project.write_stack("broken", "broker:\n  type: redis\n  name: redis\n  max_memory_mb: lots\n")
+    many = gru_cli(project, "preview", "--stack", "edge", "--stack", "fresh", "--stack", "broken")
+    assert many.returncode == 1, many.stderr
+    assert any(line.startswith("[fresh]  ") for line in many.stdout.splitlines()), many.stdout
+    rows = {line.split()[0]: line.split() for line in many.stdout.splitlines()[-4:-1]}
+    assert rows["edge"][1:5] == ["0", "0", "0", "0"] and rows["edge"][-1] == "ok", many.stdout
+    assert int(rows["fresh"][1]) > 0 and rows["fresh"][-1] == "ok", many.stdout
+    assert rows["broken"][1:5] == ["-"] * 4 and "max_memory_mb" in many.stderr
+    assert many.stdout.splitlines()[-1] == "3 stacks, 1 failed"
+    assert project.kube.get("Namespace", "fresh") is None  # a preview creates nothing
+
     removed = gru_cli(project, "destroy", "--stack", "edge", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert project.kube.get("StatefulSet", "redis", "setup") is None
