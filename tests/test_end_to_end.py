@@ -545,6 +545,11 @@ def test_a_worker_stopped_on_a_full_broker_puts_back_the_task_it_took_unrecorded
     while f"Task gru.sleep[{long_task.id}] succeeded" not in old.log():
         assert time.monotonic() < deadline, "the long task never finished"
         time.sleep(0.05)
+    # Stopped only once it holds the next task (in its 5 s of recording retries): a stop that
+    # lands before it takes one leaves nothing to put back, and proves nothing.
+    while db.llen("celery") != len(accepted) - 1:
+        assert time.monotonic() < deadline, "the worker never took the next task"
+        time.sleep(0.02)
     old.signal(signal.SIGTERM)
     while "runs without a redelivery record" not in old.log():
         assert old.running() and time.monotonic() < deadline, old.log()[-4000:]
